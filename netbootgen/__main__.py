@@ -1,0 +1,3 @@
+from netbootgen.cli import main
+
+main()

@@ -1,0 +1,168 @@
+"""netbootgen's command line: thin commands over the library; the only place that prints and exits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from netbootgen.cache import cache_dir
+from netbootgen.errors import BootFailed, InputError
+from netbootgen.inventory import example_text, load_inventory
+
+inventory_arg = click.argument(
+    "inventory", required=False, type=click.Path(dir_okay=False, path_type=Path)
+)
+
+
+def _load(inventory: Path | None):  # type: ignore[no-untyped-def]
+    return load_inventory(inventory)
+
+
+def _progress(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="netbootgen")
+def main() -> None:
+    """Boot diskless Linux machines from a root disk served over ATA-over-Ethernet.
+
+    One TOML inventory describes machines, kernel profiles, AoE servers and exports; netbootgen renders the
+    95aoe dracut module, PXELINUX per-MAC menus, kernel config fragments and vblade units from it, builds
+    the kernel, initrd and TFTP tree, and boots the result under QEMU. Commands that take an INVENTORY use
+    the built-in example when it is left out (see `netbootgen init`).
+    """
+
+
+@main.command()
+@click.argument("path", required=False, default="netboot.toml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def init(path: Path, force: bool) -> None:
+    """Write a commented example inventory to PATH (default netboot.toml)."""
+    from netbootgen.output import write_file
+
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; use --force to overwrite it")
+    write_file(path, example_text().encode(), 0o644)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@inventory_arg
+def validate(inventory: Path | None) -> None:
+    """Check INVENTORY and report every error at once (exit status 2 when there are any)."""
+    inv = _load(inventory)
+    click.echo(
+        f"{inv.source}: ok ({len(inv.machines)} machines, {len(inv.exports)} exports, "
+        f"{len(inv.servers)} servers, {len(inv.profiles)} profiles)"
+    )
+
+
+@main.command()
+@inventory_arg
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write into (dracut/95aoe, tftp/pxelinux.cfg, kernel, export, manifest.json).")
+@click.option("--prune", is_flag=True, help="Remove files an earlier render wrote that are no longer needed.")
+def render(inventory: Path | None, out: Path, prune: bool) -> None:
+    """Render the 95aoe module, PXELINUX files, kernel fragments and vblade units from INVENTORY."""
+    from netbootgen.generate import render_inventory
+    from netbootgen.output import write_tree
+
+    inv = _load(inventory)
+    report = write_tree(out, render_inventory(inv), prune=prune)
+    click.echo(
+        f"{out}: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
+    )
+    for rel in report.stale:
+        click.echo(f"stale (not needed any more; --prune removes it): {rel}", err=True)
+
+
+@main.command()
+@inventory_arg
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the rendered files and the TFTP tree (OUT/tftp).")
+@click.option("--initrd", "flavour", type=click.Choice(["systemd", "shell"]), default="systemd", show_default=True,
+              help="systemd initrd, or dracut's shell-only initrd (--omit systemd).")
+def build(inventory: Path | None, out: Path, flavour: str) -> None:
+    """Render, fetch each profile's kernel, build its initrd with dracut, and lay out the TFTP tree."""
+    from netbootgen.generate import render_inventory
+    from netbootgen.initrd import InitrdSpec, build_initrd
+    from netbootgen.kernel.fetch import fetch_kernel
+    from netbootgen.modules.aoe import MODULE_DIR
+    from netbootgen.output import write_tree
+    from netbootgen.tftp import install_boot_files, install_pxelinux
+
+    inv = _load(inventory)
+    files = render_inventory(inv)
+    write_tree(out, files)
+    module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}
+    tftp = out / "tftp"
+    install_pxelinux(tftp)
+    for p in inv.profiles.values():
+        _progress(f"profile {p.name}: fetching kernel {p.kernel_version} ...")
+        kernel = fetch_kernel(p.kernel_version, cache_dir())
+        _progress(f"profile {p.name}: building the {flavour} initrd for {kernel.version} with dracut ...")
+        spec = InitrdSpec(kernel, module, tuple(d for d, _ in p.nic_drivers), systemd=flavour == "systemd")
+        res = build_initrd(spec, cache_dir())
+        install_boot_files(tftp, p.name, kernel.vmlinuz, res.path)
+        how = "cached" if res.cached else f"built in {res.seconds:.1f} s"
+        click.echo(f"profile {p.name}: kernel {kernel.version}, initrd {res.size / 1e6:.1f} MB ({how})")
+    click.echo(f"TFTP root: {tftp}")
+
+
+@main.command("boot-test")
+@inventory_arg
+@click.option("--machine", help="Machine to boot (default: the first in the inventory).")
+@click.option("--via", type=click.Choice(["pxe", "direct"]), default="pxe", show_default=True,
+              help="pxe: firmware -> PXELINUX per-MAC file -> kernel + initrd; direct: QEMU -kernel/-initrd.")
+@click.option("--initrd", "flavour", type=click.Choice(["systemd", "shell"]), default="systemd", show_default=True,
+              help="systemd initrd, or dracut's shell-only initrd.")
+@click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto", show_default=True,
+              help="auto: KVM only if a probe boot works here (cached), else TCG.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report as JSON to this file.")
+@click.option("--stage-timeout", type=click.FloatRange(min=1), default=180, show_default=True,
+              help="Seconds each stage may take after the previous one.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the run's files (console log, root image, TFTP tree) here instead of a temporary folder.")
+def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, accel: str,
+              json_path: Path | None, stage_timeout: float, workdir: Path | None) -> None:
+    """Boot a machine of INVENTORY under QEMU with its root on netbootgen's AoE target; report each stage.
+
+    Exit status 0 only if every stage is reached and the guest's write reached the AoE disk."""
+    from netbootgen.boottest import BootTestOptions
+    from netbootgen.boottest import boot_test as run_boot_test
+    from netbootgen.output import write_file
+
+    inv = _load(inventory)
+    opts = BootTestOptions(machine=machine, via=via, accel=accel, systemd=flavour == "systemd",
+                           stage_timeout=stage_timeout, workdir=workdir)
+    result = run_boot_test(inv, opts, cache_dir(), _progress)
+    if json_path is not None:
+        write_file(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode(), 0o644)
+    click.echo(f"\nboot-test {result.machine} via {result.via} ({result.accel}):")
+    for s in result.report.stages:
+        t = f"{s.t:7.2f} s" if s.t is not None else "      -  "
+        click.echo(f"  {s.name:<15} {t}  {'ok' if s.ok else 'NOT REACHED'}")
+    click.echo(f"  {'disk write':<15} {'':9}  {'ok' if result.disk_marker else 'MISSING'}")
+    if not result.ok:
+        detail = result.report.failure or "the guest's write did not reach the AoE disk"
+        raise BootFailed(f"boot-test failed: {detail}\nlast console lines:\n{result.report.last_lines()}")
+    click.echo("all stages reached")
+
+
+def _register_serve() -> None:
+    try:
+        from netbootgen.aoe.command import serve_command
+    except ImportError:  # pragma: no cover - the target package is part of netbootgen
+        return
+    main.add_command(serve_command)
+
+
+_register_serve()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

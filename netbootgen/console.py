@@ -1,0 +1,116 @@
+"""Follow a booting guest's serial console (pexpect) and the firmware's debug log, stage by stage."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pexpect
+
+FAILURE_PATTERNS = [
+    re.compile(r"Kernel panic - not syncing[^\r\n]*"),
+    re.compile(r"Entering emergency mode[^\r\n]*"),
+    re.compile(r"Dropping to debug shell[^\r\n]*"),
+    re.compile(r"dracut: FATAL:[^\r\n]*"),
+]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    pattern: re.Pattern[str]
+    source: str = "serial"  # or "bios": SeaBIOS's debug port log
+
+
+@dataclass
+class StageResult:
+    name: str
+    ok: bool = False
+    t: float | None = None
+
+
+@dataclass
+class ConsoleReport:
+    stages: list[StageResult]
+    console: str
+    exit_status: int | None
+    failure: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and all(s.ok for s in self.stages)
+
+    def last_lines(self, n: int = 25) -> str:
+        return "\n".join(self.console.replace("\r", "").splitlines()[-n:])
+
+
+def follow(
+    argv: Sequence[str],
+    stages: Sequence[Stage],
+    *,
+    log_path: Path,
+    bios_log: Path,
+    stage_timeout: float = 180.0,
+    exit_timeout: float = 30.0,
+    progress: Callable[[StageResult], None] = lambda r: None,
+) -> ConsoleReport:
+    """Start `argv`, watch for each stage in order; each must appear within `stage_timeout` s of the previous.
+
+    After the last stage, wait up to `exit_timeout` s for the guest to power off (QEMU exits)."""
+    results = [StageResult(s.name) for s in stages]
+    text = ""
+    failure: str | None = None
+    start = time.monotonic()
+    last_reached = 0.0
+    with log_path.open("w", encoding="utf-8", errors="replace") as log:
+        child = pexpect.spawn(argv[0], list(argv[1:]), encoding="utf-8", codec_errors="replace", timeout=None,
+                              echo=False, dimensions=(50, 200))
+        child.logfile_read = log
+        try:
+            eof = False
+            while True:
+                try:
+                    text += child.read_nonblocking(65536, timeout=0.25)
+                except pexpect.TIMEOUT:
+                    pass
+                except pexpect.EOF:
+                    eof = True
+                now = time.monotonic() - start
+                bios = bios_log.read_text(errors="replace") if bios_log.exists() else ""
+                for stage, res in zip(stages, results):
+                    if res.ok:
+                        continue
+                    haystack = bios if stage.source == "bios" else text
+                    if stage.pattern.search(haystack):
+                        res.ok, res.t = True, round(now, 2)
+                        last_reached = max(last_reached, now)
+                        progress(res)
+                for pat in FAILURE_PATTERNS:
+                    m = pat.search(text)
+                    if m:
+                        failure = m.group(0).strip()
+                if failure or eof:
+                    break
+                if all(r.ok for r in results):
+                    child.expect(pexpect.EOF, timeout=exit_timeout)
+                    text += child.before or ""
+                    break
+                if now - last_reached > stage_timeout:
+                    pending = next(r.name for r in results if not r.ok)
+                    failure = f"stage {pending} not reached within {stage_timeout:.0f} s"
+                    break
+        except pexpect.TIMEOUT:
+            failure = f"the guest did not power off within {exit_timeout:.0f} s after the last stage"
+        finally:
+            if child.isalive():
+                child.terminate(force=True)
+            child.close()
+    if failure is None and not all(r.ok for r in results):
+        pending = next(r.name for r in results if not r.ok)
+        failure = f"QEMU exited before stage {pending} (exit status {child.exitstatus})"
+    return ConsoleReport(results, text, child.exitstatus, failure, round(time.monotonic() - start, 2))

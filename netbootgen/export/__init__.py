@@ -1,0 +1,1 @@
+"""AoE export servers: vblade systemd units."""

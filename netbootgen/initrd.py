@@ -1,0 +1,111 @@
+"""Build an initrd with the system's dracut and the rendered 95aoe module, without touching /usr/lib/dracut."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from netbootgen.kernel.fetch import KernelTree
+from netbootgen.render import FileTree
+from netbootgen.run import need_binary, run
+
+SYSTEM_DRACUT = Path("/usr/lib/dracut")
+# Kernel drivers every AoE-root initrd needs besides the profile's NIC drivers.
+BASE_DRIVERS = ("aoe", "ext4")
+
+
+@dataclass(frozen=True)
+class InitrdSpec:
+    kernel: KernelTree
+    module: FileTree  # the 95aoe files, keyed "dracut/95aoe/<name>"
+    drivers: tuple[str, ...]  # NIC drivers
+    systemd: bool = True  # systemd initrd, or dracut's shell-only initrd (--omit systemd)
+
+    def all_drivers(self) -> list[str]:
+        return sorted(set(BASE_DRIVERS) | set(self.drivers) | ({"virtio_pci"} if "virtio_net" in self.drivers else set()))
+
+    def key(self) -> str:
+        """A digest of everything the initrd depends on: reuse a cached build only when nothing changed."""
+        h = hashlib.sha256()
+        for part in (self.kernel.version, " ".join(self.all_drivers()), str(self.systemd), dracut_version()):
+            h.update(part.encode() + b"\0")
+        for name, f in sorted(self.module.items()):
+            h.update(name.encode() + b"\0" + f.text.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+
+def dracut_version() -> str:
+    """dracut's version line (dracut --version exits 1 on Debian's 059, so its status is not checked)."""
+    proc = run([need_binary("dracut"), "--version"], capture=True, check=False)
+    return (proc.stdout + proc.stderr).strip()
+
+
+def dracut_argv(spec: InitrdSpec, out: Path) -> list[str]:
+    kver = spec.kernel.version
+    return [
+        os.fspath(need_binary("dracut")),
+        "--force", "--no-hostonly", "--no-hostonly-cmdline", "--no-early-microcode",
+        "--kver", kver,
+        "--kmoddir", os.fspath(spec.kernel.moddir),
+        "--modules", "dracut-systemd aoe" if spec.systemd else "aoe",
+        *(["--omit", "systemd"] if not spec.systemd else []),
+        "--drivers", " ".join(spec.all_drivers()),
+        os.fspath(out),
+    ]  # fmt: skip
+
+
+def private_dracut(base: Path, module: FileTree) -> Path:
+    """A dracut base dir of symlinks to the system's dracut plus the rendered 95aoe module."""
+    (base / "modules.d").mkdir(parents=True)
+    for entry in sorted(SYSTEM_DRACUT.iterdir()):
+        if entry.name != "modules.d":
+            (base / entry.name).symlink_to(entry)
+    for mod in sorted((SYSTEM_DRACUT / "modules.d").iterdir()):
+        if mod.name[2:] != "aoe":
+            (base / "modules.d" / mod.name).symlink_to(mod)
+    for name, f in module.items():
+        dest = base / "modules.d" / Path(name).relative_to("dracut")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(f.text)
+        dest.chmod(f.mode)
+    return base
+
+
+@dataclass(frozen=True)
+class InitrdResult:
+    path: Path
+    cached: bool
+    seconds: float
+    size: int
+
+
+def build_initrd(spec: InitrdSpec, cache: Path) -> InitrdResult:
+    """Build (or reuse) the initrd for `spec`; the result lives in the cache, keyed by spec.key()."""
+    final = cache / "initrd" / f"initrd-{spec.kernel.version}-{'systemd' if spec.systemd else 'shell'}-{spec.key()}.img"
+    if final.exists():
+        return InitrdResult(final, True, 0.0, final.stat().st_size)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=".dracut-", dir=final.parent) as tmp:
+        base = private_dracut(Path(tmp) / "dracut", spec.module)
+        out = Path(tmp) / "initrd.img"
+        env = {"dracutbasedir": os.fspath(base), "TMPDIR": tmp}
+        run(dracut_argv(spec, out), env=env)
+        out.chmod(0o644)
+        os.replace(out, final)
+    return InitrdResult(final, False, time.monotonic() - start, final.stat().st_size)
+
+
+def remove_stale(cache: Path, keep: Path) -> None:
+    """Drop older cached initrds of the same kernel and flavour (the cache would otherwise grow forever)."""
+    prefix = keep.name.rsplit("-", 1)[0]
+    for old in (cache / "initrd").glob(prefix + "-*.img"):
+        if old != keep:
+            old.unlink(missing_ok=True)
+
+
+__all__ = ["InitrdSpec", "InitrdResult", "build_initrd", "dracut_argv", "remove_stale"]

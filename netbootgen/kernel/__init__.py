@@ -1,0 +1,1 @@
+"""Kernels: fetching Debian's kernel package and generating config fragments."""

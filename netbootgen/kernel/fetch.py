@@ -1,0 +1,84 @@
+"""Fetch a Debian kernel package and unpack it into the cache (never installed on the host)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from netbootgen.errors import NetbootgenError
+from netbootgen.run import run
+
+META_PACKAGE = "linux-image-amd64"
+KVER_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?-[0-9A-Za-z.+~-]+$")
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    """An unpacked kernel: vmlinuz, its modules (depmod'ed) and its config."""
+
+    version: str
+    root: Path
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.version}"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "boot" / f"config-{self.version}"
+
+    @property
+    def moddir(self) -> Path:
+        return self.root / "lib" / "modules" / self.version
+
+
+def resolve_version(version: str) -> str:
+    """'auto' means the version Debian's linux-image-amd64 depends on; anything else is checked and returned."""
+    if version != "auto":
+        if not KVER_RE.match(version):
+            raise NetbootgenError(f"not a kernel version: {version!r} (expected e.g. 6.1.0-56-amd64)")
+        return version
+    out = run(["apt-cache", "depends", META_PACKAGE], capture=True).stdout
+    m = re.search(r"Depends:\s*linux-image-(\S+)", out)
+    if not m:
+        raise NetbootgenError(
+            f"cannot tell which kernel {META_PACKAGE} depends on; run 'apt-get update' first\n{out.strip()}"
+        )
+    return m.group(1)
+
+
+def kernel_cache(cache: Path, version: str) -> Path:
+    return cache / "kernels" / version
+
+
+def fetch_kernel(version: str, cache: Path) -> KernelTree:
+    """Download linux-image-VERSION with apt-get, unpack it with dpkg -x and run depmod -b; cached."""
+    version = resolve_version(version)
+    final = kernel_cache(cache, version)
+    tree = KernelTree(version, final)
+    if (final / ".complete").exists():
+        return tree
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{version}-", dir=final.parent) as tmp:
+        work = Path(tmp)
+        dl = work / "download"
+        dl.mkdir()
+        dl.chmod(0o777)  # apt-get download drops privileges to _apt when it can
+        run(["apt-get", "download", f"linux-image-{version}"], cwd=dl)
+        debs = sorted(dl.glob("*.deb"))
+        if not debs:
+            raise NetbootgenError(f"apt-get download linux-image-{version} produced no .deb")
+        unpacked = work / "root"
+        run(["dpkg", "-x", debs[0], unpacked])
+        staged = KernelTree(version, unpacked)
+        if not staged.vmlinuz.exists() or not staged.moddir.is_dir():
+            raise NetbootgenError(f"{debs[0].name} has no {staged.vmlinuz.name} or modules")
+        run(["depmod", "-b", unpacked, version])
+        (unpacked / ".complete").write_text(debs[0].name + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        unpacked.rename(final)
+    return tree

@@ -1,0 +1,29 @@
+"""The 95aoe dracut module: static shell logic with its few values templated."""
+
+from __future__ import annotations
+
+from netbootgen.inventory import Inventory
+from netbootgen.render import FileTree, RenderedFile, header, render_template, template_names
+
+MODULE_DIR = "95aoe"
+
+
+def nic_drivers(inv: Inventory) -> list[str]:
+    """Every NIC driver any profile needs, sorted, so one module serves the whole fleet."""
+    return sorted({drv for p in inv.profiles.values() for drv, _ in p.nic_drivers})
+
+
+def module_context(inv: Inventory) -> dict[str, str]:
+    return {"header": header(source_name(inv)), "nic_drivers": " ".join(nic_drivers(inv))}
+
+
+def source_name(inv: Inventory) -> str:
+    return inv.source.rsplit("/", 1)[-1]
+
+
+def render_module(inv: Inventory, prefix: str = "dracut") -> FileTree:
+    ctx = module_context(inv)
+    files: FileTree = {}
+    for name in template_names(MODULE_DIR):
+        files[f"{prefix}/{name}"] = RenderedFile(render_template(name, ctx), 0o755)
+    return files

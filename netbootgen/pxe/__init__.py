@@ -1,0 +1,1 @@
+"""PXELINUX configuration: per-MAC menus and the fallback."""

@@ -64,7 +64,7 @@ class BootTestResult:
             "machine": self.machine,
             "via": self.via,
             "stages": [{"name": s.name, "t": s.t, "ok": s.ok} for s in self.report.stages],
-            "console_log": self.report.console.replace("\r\n", "\n"),
+            "console_log": self.report.console.replace("\r", ""),
             "accel": self.accel,
             "failure": self.report.failure,
             "disk_marker": self.disk_marker,

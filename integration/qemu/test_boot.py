@@ -1,0 +1,65 @@
+"""End to end: the real netbootgen CLI boots the built-in example (and a broken variant) under QEMU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netbootgen.inventory import example_text
+
+ALL_STAGES = ["firmware", "pxelinux", "kernel", "initrd", "aoe-discovered", "root-mounted", "init"]
+
+
+def boot_test(tmp_path: Path, *args: str, inventory: Path | None = None) -> tuple[subprocess.CompletedProcess[str], dict]:
+    report = tmp_path / "report.json"
+    argv = [sys.executable, "-m", "netbootgen", "boot-test", *([str(inventory)] if inventory else []),
+            "--json", str(report), "--workdir", str(tmp_path / "work"), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert report.exists(), proc.stdout + proc.stderr
+    return proc, json.loads(report.read_text())
+
+
+@pytest.mark.parametrize(
+    ("via", "flavour"),
+    [("pxe", "systemd"), ("direct", "systemd"), ("direct", "shell"), ("pxe", "shell")],
+)
+def test_boot_reaches_every_stage(tmp_path: Path, via: str, flavour: str) -> None:
+    proc, rep = boot_test(tmp_path, "--via", via, "--initrd", flavour, "--stage-timeout", "120")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    expected = ALL_STAGES if via == "pxe" else [s for s in ALL_STAGES if s != "pxelinux"]
+    assert [s["name"] for s in rep["stages"]] == expected
+    assert all(s["ok"] for s in rep["stages"]), rep["stages"]
+    times = [s["t"] for s in rep["stages"]]
+    assert times == sorted(times)  # stages arrive in boot order
+    assert rep["ok"] is True and rep["machine"] == "node1" and rep["via"] == via
+    assert rep["disk_marker"] is True  # the guest's write reached the image through the AoE target
+    assert rep["initrd"]["systemd"] is (flavour == "systemd")
+    assert "NETBOOTGEN-INIT-OK" in rep["console_log"]
+    assert "all stages reached" in proc.stdout
+    if via == "pxe":
+        assert "PXELINUX" in rep["console_log"]
+        # the per-MAC file's arguments, not a default, reached the kernel
+        assert "Command line: BOOT_IMAGE=boot/virtio/vmlinuz root=aoe:e0.1:ext4 rw console=ttyS0,115200 " \
+            "initrd=boot/virtio/initrd.img" in rep["console_log"]
+    target_log = (tmp_path / "work" / "target.log").read_text()
+    assert "bytes_written=" in target_log and "stopped" in target_log
+
+
+def test_boot_failure_is_reported(tmp_path: Path) -> None:
+    """AoE confined to an interface the guest does not have: discovery never happens, and boot-test says so."""
+    inv = tmp_path / "broken.toml"
+    inv.write_text(example_text().replace('kernel_args = []', 'kernel_args = []\naoe_interfaces = ["eth9"]'))
+    proc, rep = boot_test(tmp_path, "--via", "direct", "--stage-timeout", "25", inventory=inv)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert rep["ok"] is False
+    by_name = {s["name"]: s for s in rep["stages"]}
+    assert by_name["initrd"]["ok"] is True
+    assert by_name["aoe-discovered"]["ok"] is False and by_name["aoe-discovered"]["t"] is None
+    assert by_name["init"]["ok"] is False
+    assert "stage aoe-discovered not reached within 25 s" in proc.stderr
+    assert "last console lines" in proc.stderr

@@ -1,0 +1,65 @@
+"""The CLI's own behaviour: help, init, exit statuses."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from netbootgen.cli import main
+from netbootgen.inventory import load_inventory
+
+
+def test_help_lists_commands() -> None:
+    res = CliRunner().invoke(main, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("init", "validate", "render", "build", "boot-test", "serve"):
+        assert cmd in res.output
+
+
+def test_init_writes_the_example_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "netboot.toml"
+    runner = CliRunner()
+    res = runner.invoke(main, ["init", str(target)])
+    assert res.exit_code == 0, res.output
+    text = target.read_text()
+    assert text.startswith("# netbootgen inventory")
+    tomllib.loads(text)
+    inv = load_inventory(target)
+    assert list(inv.machines) == ["node1"]
+    assert inv.exports["root-node1"].shelf == 0 and inv.exports["root-node1"].slot == 1
+    res = runner.invoke(main, ["init", str(target)])
+    assert res.exit_code == 2 and "exists" in res.output
+    assert runner.invoke(main, ["init", "--force", str(target)]).exit_code == 0
+
+
+def test_validate_builtin_example() -> None:
+    res = CliRunner().invoke(main, ["validate"])
+    assert res.exit_code == 0
+    assert "ok (1 machines" in res.output
+
+
+def test_render_example_layout(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["render", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for rel in (
+        "dracut/95aoe/module-setup.sh",
+        "tftp/pxelinux.cfg/01-52-54-00-12-34-56",
+        "tftp/pxelinux.cfg/default",
+        "kernel/virtio.config",
+        "manifest.json",
+    ):
+        assert (tmp_path / rel).is_file(), rel
+    assert list((tmp_path / "export").glob("*.service"))
+
+
+def test_boot_test_rejects_unknown_machine() -> None:
+    res = CliRunner().invoke(main, ["boot-test", "--machine", "nosuch"])
+    assert res.exit_code == 2
+    assert "nosuch" in res.output
+
+
+def test_usage_error_exit_status() -> None:
+    res = CliRunner().invoke(main, ["boot-test", "--via", "floppy"])
+    assert res.exit_code == 2

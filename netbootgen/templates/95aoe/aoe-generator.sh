@@ -45,7 +45,8 @@ getargbool 0 rw && flags=${flags:+$flags,}rw
     echo "[Mount]"
     echo "Where=/sysroot"
     echo "What=$dev"
-    echo "Options=${flags:-defaults}"
+    # _netdev: a network file system for systemd (ordering against the network), as the seed's fstab has it
+    echo "Options=${flags:+$flags,}_netdev"
     [ -n "$fstype" ] && [ "$fstype" != auto ] && echo "Type=$fstype"
 } > "$GENERATOR_DIR"/sysroot.mount
 

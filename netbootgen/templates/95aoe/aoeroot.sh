@@ -66,13 +66,10 @@ done
 # Frames sent before the link is active are lost: wait for the next round before loading aoe or asking.
 [ -n "$carrier" ] || exit 0
 
+# aoe_iflist: the driver only listens on these links (no imposter targets on others).
 if [ ! -e /sys/module/aoe ]; then
-    if [ -n "$iflist" ]; then
-        modprobe aoe aoe_iflist="$names" || die "95aoe: cannot load the aoe driver"
-    else
-        modprobe aoe || die "95aoe: cannot load the aoe driver"
-    fi
-elif [ -n "$iflist" ] && [ ! -e "$state/iflist" ] && [ -w /dev/etherd/interfaces ]; then
+    modprobe aoe aoe_iflist="$names" || die "95aoe: cannot load the aoe driver"
+elif [ ! -e "$state/iflist" ] && [ -w /dev/etherd/interfaces ]; then
     echo "$names" > /dev/etherd/interfaces
     : > "$state/iflist"
 fi

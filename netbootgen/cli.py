@@ -154,15 +154,15 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
     click.echo("all stages reached")
 
 
-def _register_serve() -> None:
-    try:
-        from netbootgen.aoe.command import serve_command
-    except ImportError:  # pragma: no cover - the target package is part of netbootgen
-        return
+def _register_subcommands() -> None:
+    from netbootgen.aoe.command import serve_command
+    from netbootgen.pxe.command import pxe_group
+
     main.add_command(serve_command)
+    main.add_command(pxe_group)
 
 
-_register_serve()
+_register_subcommands()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

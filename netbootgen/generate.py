@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from netbootgen.errors import NetbootgenError
 from netbootgen.export.vblade import render_units
 from netbootgen.inventory import Inventory
 from netbootgen.kernel.fragment import render_fragments
@@ -11,9 +12,11 @@ from netbootgen.render import FileTree
 
 
 def render_inventory(inv: Inventory) -> FileTree:
+    """All generated files, by path relative to the output folder, sorted by path. Nothing is written."""
     files: FileTree = {}
-    files.update(render_module(inv))
-    files.update(render_pxe(inv))
-    files.update(render_fragments(inv))
-    files.update(render_units(inv))
+    for part in (render_module(inv), render_pxe(inv), render_fragments(inv), render_units(inv)):
+        clash = files.keys() & part.keys()
+        if clash:
+            raise NetbootgenError(f"internal error: two generators produce {', '.join(sorted(clash))}")
+        files.update(part)
     return dict(sorted(files.items()))

@@ -5,26 +5,38 @@ Validation collects every problem (each naming its key path and value) and raise
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from netbootgen.errors import InventoryError
+from netbootgen.errors import InputError, InventoryError
 
 EXAMPLE_NAME = "<built-in example>"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
-CISCO_MAC_RE = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}$")
-SERIAL_RE = re.compile(r"^tty[A-Za-z]+[0-9]+(,[0-9]{3,7}([noe][5-8]?)?)?$")
-KVER_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?-[0-9A-Za-z.+~-]+$")
-KCONFIG_RE = re.compile(r"^CONFIG_[A-Z0-9_]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}\Z")
+MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}\Z")
+CISCO_MAC_RE = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\Z")
+SERIAL_RE = re.compile(r"^tty[A-Za-z]+[0-9]+(,[0-9]{3,7}([noe][5-8]?)?)?\Z")
+KVER_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?-[0-9A-Za-z.+~-]+\Z")
+KCONFIG_RE = re.compile(r"^CONFIG_[A-Z0-9_]+\Z")
+KCONFIG_VALUE_RE = re.compile(r'^(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|"[^"\n]*")\Z')
+MODULE_RE = re.compile(r"^[a-z0-9_]+\Z")
+FSTYPE_RE = re.compile(r"^[a-z0-9]+\Z")
+BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+# Characters an export path may not hold: the vblade unit quotes it for ExecStart= and friends, which cannot
+# carry these (netbootgen.export.systemd.unit_value_problem); checked here so that `validate` reports them.
+UNSAFE_PATH_CHARS = frozenset('"\\')
 MTU_MIN, MTU_MAX = 576, 9216
 SHELF_MAX, SLOT_MAX = 0xFFFE, 0xFE  # 0xffff / 0xff are the broadcast addresses
+SECTIONS = ("profiles", "servers", "exports", "machines")
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,19 @@ class Inventory:
     def machine(self, name: str | None) -> Machine:
         if name is None:
             return next(iter(self.machines.values()))
-        return self.machines[name]
+        try:
+            return self.machines[name]
+        except KeyError:
+            raise InputError(f"no machine named {name!r} {_known('machines', name, self.machines)}") from None
+
+    @cached_property
+    def export_users(self) -> dict[str, tuple[Machine, ...]]:
+        """Export name -> the machines booting from it, in inventory order (one pass over the machines, so
+        that per-export lookups stay O(1) in large fleets). Unused exports map to ()."""
+        users: dict[str, list[Machine]] = {name: [] for name in self.exports}
+        for m in self.machines.values():
+            users.setdefault(m.export, []).append(m)
+        return {name: tuple(ms) for name, ms in users.items()}
 
 
 def normalize_mac(value: str) -> str | None:
@@ -106,11 +130,61 @@ def normalize_mac(value: str) -> str | None:
     return ":".join(hexdigits[i : i + 2] for i in range(0, 12, 2))
 
 
+def _part(k: str) -> str:
+    """One component of a key path, quoted as TOML would need it ('node1', '"node 1"')."""
+    return k if BARE_KEY_RE.match(k) else json.dumps(k, ensure_ascii=False)
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """repr() of a bad value, shortened so that one error stays one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "…" + text[-4:]
+
+
+def _known(kind: str, name: str, names: Iterable[str]) -> str:
+    """'(did you mean 'virtio'?)', or the few names there are, for a reference that does not resolve."""
+    names = list(names)
+    close = difflib.get_close_matches(name, names, n=3) if len(names) <= 1000 else []  # keep big fleets fast
+    if close:
+        return f"(did you mean {' or '.join(repr(n) for n in close)}?)"
+    if not names:
+        return f"({kind}: none)"
+    if len(names) <= 8:
+        return f"({kind}: {', '.join(names)})"
+    return f"(none of the {len(names)} {kind} is close)" if len(names) <= 1000 else f"({len(names)} {kind} defined)"
+
+
+def _kernel_arg_problem(arg: str) -> str | None:
+    if not arg:
+        return "empty kernel argument"
+    if any(c in arg for c in "\"'\\") or not arg.isprintable():
+        return f"kernel argument {_show(arg)} contains a quote, backslash, newline or control character"
+    if " " in arg:
+        return f"kernel argument {_show(arg)} contains a space (give each argument as its own list item)"
+    return None
+
+
+def _path_problem(path: str) -> str | None:
+    if not path.startswith("/"):
+        return f"{_show(path)} must be an absolute path"
+    if any(c in UNSAFE_PATH_CHARS for c in path) or not path.isprintable():
+        return f"{_show(path)} contains a double quote, backslash or control character (not allowed in a unit file)"
+    return None
+
+
 class _Checker:
-    """Reads raw TOML tables into dataclass fields, recording problems instead of raising."""
+    """Reads raw TOML tables into dataclass fields, recording problems instead of raising.
+
+    It also holds what the cross-entity rules need while the tables are read in order: the MACs and
+    shelf.slot targets seen so far, and the names rejected as unsafe (so that references to them are not
+    reported a second time)."""
 
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.macs: dict[str, tuple[str, str]] = {}  # normalized MAC -> (key path, value as written)
+        self.targets: dict[tuple[int, int], str] = {}  # (shelf, slot) -> key path of the export
+        self.rejected: dict[str, set[str]] = {s: set() for s in SECTIONS}
+        self.default_profile_users: set[str] = set()
 
     def bad(self, key: str, message: str) -> None:
         self.problems.append(f"{key}: {message}")
@@ -119,128 +193,167 @@ class _Checker:
         if raw is None:
             return {}
         if not isinstance(raw, dict):
-            self.bad(key, f"must be a table, not {raw!r}")
+            self.bad(key, f"must be a table, not {_show(raw)}")
             return {}
         return raw
 
-    def keys(self, raw: dict[str, Any], key: str, allowed: set[str], required: set[str] = frozenset()) -> None:
+    def keys(self, raw: dict[str, Any], key: str | None, allowed: set[str],
+             required: Iterable[str] = ()) -> None:
+        if raw.keys() <= allowed and raw.keys() >= set(required):
+            return
+        prefix = f"{key}." if key else ""
         for k in sorted(raw):
             if k not in allowed:
-                self.bad(f"{key}.{k}", f"unknown key {k!r} (known: {', '.join(sorted(allowed))})")
-        for k in sorted(required - raw.keys()):
-            self.bad(f"{key}.{k}", "is required")
+                close = difflib.get_close_matches(k, sorted(allowed), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(allowed))}"
+                self.bad(f"{prefix}{_part(k)}", f"unknown key {k!r} ({hint})")
+        for k in sorted(set(required) - raw.keys()):
+            self.bad(f"{prefix}{k}", "is required")
 
     def name(self, name: str, key: str) -> bool:
         if not NAME_RE.match(name) or ".." in name:
-            self.bad(key, f"name {name!r} is not safe as a file or unit name (letters, digits, '_', '.', '-'; "
-                          "no '/', '..', spaces or shell characters; at most 64)")
+            self.bad(key, f"name {_show(name)} is not safe as a file or unit name (letters, digits, '_', '.', "
+                          "'-', starting with a letter or digit; no '/', '..', spaces or shell characters; "
+                          "at most 64)")
             return False
         return True
 
     def str_(self, raw: dict[str, Any], k: str, key: str, default: str | None = None) -> str | None:
         v = raw.get(k, default)
         if v is not None and not isinstance(v, str):
-            self.bad(f"{key}.{k}", f"must be a string, not {v!r}")
+            self.bad(f"{key}.{k}", f"must be a string, not {_show(v)}")
             return default
         return v
 
-    def int_(self, raw: dict[str, Any], k: str, key: str, default: int | None, lo: int, hi: int) -> int | None:
-        v = raw.get(k, default)
-        if v is None:
-            return None
+    def int_(self, raw: dict[str, Any], k: str, key: str, default: int | None, lo: int, hi: int,
+             why: str = "") -> int | None:
+        """The integer at `k` (`default` when absent), or None after reporting a bad one."""
+        if k not in raw:
+            return default
+        v = raw[k]
         if isinstance(v, bool) or not isinstance(v, int):
-            self.bad(f"{key}.{k}", f"must be an integer, not {v!r}")
-            return default
+            self.bad(f"{key}.{k}", f"must be an integer, not {_show(v)}")
+            return None
         if not lo <= v <= hi:
-            self.bad(f"{key}.{k}", f"{v!r} is out of range ({lo}–{hi})")
-            return default
+            self.bad(f"{key}.{k}", f"{v!r} is out of range ({lo}–{hi}{'; ' + why if why else ''})")
+            return None
         return v
 
     def bool_(self, raw: dict[str, Any], k: str, key: str) -> bool:
         v = raw.get(k, False)
         if not isinstance(v, bool):
-            self.bad(f"{key}.{k}", f"must be true or false, not {v!r}")
+            self.bad(f"{key}.{k}", f"must be true or false, not {_show(v)}")
             return False
         return v
 
     def strlist(self, raw: dict[str, Any], k: str, key: str) -> tuple[str, ...]:
         v = raw.get(k, [])
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            self.bad(f"{key}.{k}", f"must be a list of strings, not {v!r}")
+            self.bad(f"{key}.{k}", f"must be a list of strings, not {_show(v)}")
             return ()
         return tuple(v)
 
     def ym(self, value: Any, key: str) -> str:
         if value not in ("y", "m"):
-            self.bad(key, f"must be \"y\" or \"m\", not {value!r}")
+            self.bad(key, f"must be \"y\" or \"m\", not {_show(value)}")
             return "m"
         return str(value)
 
+    def kernel_args(self, args: tuple[str, ...], key: str) -> None:
+        for i, arg in enumerate(args):
+            problem = _kernel_arg_problem(arg)
+            if problem:
+                self.bad(f"{key}[{i}]", problem)
 
-def _kernel_arg_problem(arg: str) -> str | None:
-    if not arg:
-        return "empty kernel argument"
-    if any(c in arg for c in "\"'\\") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in arg):
-        return f"kernel argument {arg!r} contains a quote, backslash, newline or control character"
-    if " " in arg or "\t" in arg:
-        return f"kernel argument {arg!r} contains a space (give each argument as its own list item)"
-    return None
+
+@dataclass(frozen=True)
+class _Defaults:
+    profile: str | None = None
+    serial_console: str | None = None
+    kernel_args: tuple[str, ...] = ()
+
+
+def _serial(c: _Checker, raw: dict[str, Any], key: str) -> str | None:
+    serial = c.str_(raw, "serial_console", key)
+    if serial == "":
+        return None  # an explicit "no serial console", e.g. to override defaults.serial_console
+    if serial is not None and not SERIAL_RE.match(serial):
+        c.bad(f"{key}.serial_console", f"{_show(serial)} is not a serial console (e.g. \"ttyS0,115200\")")
+        return None
+    return serial
+
+
+def _defaults(c: _Checker, raw: dict[str, Any]) -> _Defaults:
+    c.keys(raw, "defaults", {"profile", "serial_console", "kernel_args"})
+    args = c.strlist(raw, "kernel_args", "defaults")
+    c.kernel_args(args, "defaults.kernel_args")
+    return _Defaults(c.str_(raw, "profile", "defaults"), _serial(c, raw, "defaults"), args)
 
 
 def _profile(c: _Checker, name: str, raw: dict[str, Any]) -> Profile:
-    key = f"profiles.{name}"
+    key = f"profiles.{_part(name)}"
     c.keys(raw, key, {"kernel_version", "kernel_path", "nic_drivers", "aoe", "config"})
     kver = c.str_(raw, "kernel_version", key, "auto") or "auto"
     if kver != "auto" and not KVER_RE.match(kver):
-        c.bad(f"{key}.kernel_version", f"{kver!r} is not a kernel version (\"auto\" or e.g. \"6.1.0-56-amd64\")")
+        c.bad(f"{key}.kernel_version", f"{_show(kver)} is not a kernel version (\"auto\" or e.g. \"6.1.0-56-amd64\")")
     kpath = c.str_(raw, "kernel_path", key)
     if kpath is not None and not kpath.startswith("/"):
-        c.bad(f"{key}.kernel_path", f"{kpath!r} must be an absolute path")
+        c.bad(f"{key}.kernel_path", f"{_show(kpath)} must be an absolute path")
     if kpath is not None and "kernel_version" in raw:
         c.bad(f"{key}.kernel_path", "give kernel_version or kernel_path, not both")
-    drivers_raw = c.table(raw.get("nic_drivers", {"virtio_net": "m"}), f"{key}.nic_drivers")
     drivers = []
-    for drv, how in sorted(drivers_raw.items()):
-        if not re.match(r"^[a-z0-9_]+$", drv):
-            c.bad(f"{key}.nic_drivers.{drv}", f"{drv!r} is not a kernel module name")
-        drivers.append((drv, c.ym(how, f"{key}.nic_drivers.{drv}")))
-    if not drivers:
-        c.bad(f"{key}.nic_drivers", "needs at least one NIC driver")
+    if "nic_drivers" in raw and not isinstance(raw["nic_drivers"], dict):
+        c.table(raw["nic_drivers"], f"{key}.nic_drivers")
+    else:
+        for drv, how in sorted(raw.get("nic_drivers", {"virtio_net": "m"}).items()):
+            if not MODULE_RE.match(drv):
+                c.bad(f"{key}.nic_drivers.{_part(drv)}", f"{_show(drv)} is not a kernel module name")
+            drivers.append((drv, c.ym(how, f"{key}.nic_drivers.{_part(drv)}")))
+        if not drivers:
+            c.bad(f"{key}.nic_drivers", "needs at least one NIC driver")
     aoe = c.ym(raw.get("aoe", "m"), f"{key}.aoe")
-    config_raw = c.table(raw.get("config", {}), f"{key}.config")
     config = []
-    for sym, val in sorted(config_raw.items()):
+    for sym, val in sorted(c.table(raw.get("config", {}), f"{key}.config").items()):
+        skey = f"{key}.config.{_part(sym)}"
         if not KCONFIG_RE.match(sym):
-            c.bad(f"{key}.config.{sym}", f"{sym!r} is not a Kconfig symbol (CONFIG_…)")
-        if not isinstance(val, str) or not re.match(r'^(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|"[^"\n]*")$', val):
-            c.bad(f"{key}.config.{sym}", f"{val!r} must be \"y\", \"m\", \"n\", a number or a quoted string")
+            c.bad(skey, f"{_show(sym)} is not a Kconfig symbol (CONFIG_…)")
+        if not isinstance(val, str) or not KCONFIG_VALUE_RE.match(val):
+            c.bad(skey, f"{_show(val)} must be \"y\", \"m\", \"n\", a number or a quoted string")
             continue
         config.append((sym, val))
     return Profile(name, kver, kpath, tuple(drivers), aoe, tuple(config))
 
 
 def _server(c: _Checker, name: str, raw: dict[str, Any]) -> Server:
-    key = f"servers.{name}"
+    key = f"servers.{_part(name)}"
     c.keys(raw, key, {"interface", "mtu"}, {"interface"})
     iface = c.str_(raw, "interface", key) or "eth0"
     if "interface" in raw and not IFNAME_RE.match(iface):
-        c.bad(f"{key}.interface", f"{iface!r} is not an interface name")
-    mtu = c.int_(raw, "mtu", key, 1500, MTU_MIN, MTU_MAX) or 1500
-    return Server(name, iface, mtu)
+        c.bad(f"{key}.interface", f"{_show(iface)} is not an interface name")
+    mtu = c.int_(raw, "mtu", key, 1500, MTU_MIN, MTU_MAX)
+    return Server(name, iface, mtu or 1500)
 
 
 def _export(c: _Checker, name: str, raw: dict[str, Any]) -> Export:
-    key = f"exports.{name}"
+    key = f"exports.{_part(name)}"
     allowed = {"server", "shelf", "slot", "path", "readonly", "sync", "direct", "bufcnt", "offset", "length"}
     c.keys(raw, key, allowed, {"server", "shelf", "slot", "path"})
     path = c.str_(raw, "path", key) or ""
-    if "path" in raw and not path.startswith("/"):
-        c.bad(f"{key}.path", f"{path!r} must be an absolute path")
-    ex = Export(
+    problem = _path_problem(path) if isinstance(raw.get("path"), str) else None
+    if problem:
+        c.bad(f"{key}.path", problem)
+    shelf = c.int_(raw, "shelf", key, None, 0, SHELF_MAX, "0xffff is the broadcast shelf")
+    slot = c.int_(raw, "slot", key, None, 0, SLOT_MAX, "0xff is the broadcast slot")
+    if shelf is not None and slot is not None:
+        if (shelf, slot) in c.targets:
+            c.bad(key, f"shelf.slot {shelf}.{slot} (e{shelf}.{slot}) is already used by {c.targets[shelf, slot]}")
+        else:
+            c.targets[shelf, slot] = key
+    return Export(
         name=name,
         server=c.str_(raw, "server", key) or "",
-        shelf=c.int_(raw, "shelf", key, 0, 0, SHELF_MAX) or 0,
-        slot=c.int_(raw, "slot", key, 0, 0, SLOT_MAX) or 0,
+        shelf=shelf or 0,
+        slot=slot or 0,
         path=path,
         readonly=c.bool_(raw, "readonly", key),
         sync=c.bool_(raw, "sync", key),
@@ -249,93 +362,120 @@ def _export(c: _Checker, name: str, raw: dict[str, Any]) -> Export:
         offset=c.int_(raw, "offset", key, 0, 0, 2**48) or 0,
         length=c.int_(raw, "length", key, None, 1, 2**48),
     )
-    return ex
 
 
-def _machine(c: _Checker, name: str, raw: dict[str, Any], defaults: dict[str, Any]) -> Machine:
-    key = f"machines.{name}"
-    allowed = {"macs", "export", "profile", "serial_console", "kernel_args", "mtu", "aoe_interfaces", "fstype"}
-    c.keys(raw, key, allowed, {"macs", "export"})
+def _macs(c: _Checker, raw: dict[str, Any], key: str) -> tuple[str, ...]:
+    """The machine's MACs, normalized; each malformed, multicast or already used one is reported."""
     macs = []
-    for i, mac in enumerate(c.strlist(raw, "macs", key)):
+    values = c.strlist(raw, "macs", key)
+    if "macs" in raw and isinstance(raw["macs"], list) and not raw["macs"]:
+        c.bad(f"{key}.macs", "needs at least one MAC address")
+    for i, mac in enumerate(values):
+        mkey = f"{key}.macs[{i}]"
         norm = normalize_mac(mac)
         if norm is None:
-            c.bad(f"{key}.macs[{i}]", f"{mac!r} is not a valid MAC address")
+            c.bad(mkey, f"{_show(mac)} is not a valid MAC address (e.g. \"52:54:00:12:34:56\")")
+        elif int(norm[:2], 16) & 1 or norm == "00:00:00:00:00:00":
+            c.bad(mkey, f"{_show(mac)} is a multicast, broadcast or all-zero address, not a NIC's")
+        elif norm in c.macs:
+            first_key, first = c.macs[norm]
+            c.bad(mkey, f"MAC {_show(mac)} is already used by {first_key} ({first!r}; both are {norm})")
         else:
+            c.macs[norm] = (mkey, mac)
             macs.append(norm)
-    if "macs" in raw and not raw["macs"]:
-        c.bad(f"{key}.macs", "needs at least one MAC address")
-    serial = c.str_(raw, "serial_console", key, defaults.get("serial_console"))
-    if serial is not None and not SERIAL_RE.match(serial):
-        c.bad(f"{key}.serial_console", f"{serial!r} is not a serial console (e.g. \"ttyS0,115200\")")
-    args = c.strlist(raw, "kernel_args", key) if "kernel_args" in raw else tuple(defaults.get("kernel_args", ()))
-    for i, arg in enumerate(args):
-        problem = _kernel_arg_problem(arg)
-        if problem:
-            c.bad(f"{key}.kernel_args[{i}]", problem)
-    ifaces = c.strlist(raw, "aoe_interfaces", key)
-    for i, iface in enumerate(ifaces):
-        if not IFNAME_RE.match(iface) and normalize_mac(iface) is None:
-            c.bad(f"{key}.aoe_interfaces[{i}]", f"{iface!r} is neither an interface name nor a MAC address")
+    return tuple(macs)
+
+
+def _machine(c: _Checker, name: str, raw: dict[str, Any], defaults: _Defaults) -> Machine:
+    key = f"machines.{_part(name)}"
+    allowed = {"macs", "export", "profile", "serial_console", "kernel_args", "mtu", "aoe_interfaces", "fstype"}
+    c.keys(raw, key, allowed, {"macs", "export"})
+    macs = _macs(c, raw, key)
+    serial = _serial(c, raw, key) if "serial_console" in raw else defaults.serial_console
+    if "kernel_args" in raw:
+        args = c.strlist(raw, "kernel_args", key)
+        c.kernel_args(args, f"{key}.kernel_args")
+    else:
+        args = defaults.kernel_args
+    ifaces = []
+    for i, iface in enumerate(c.strlist(raw, "aoe_interfaces", key)):
+        # The initrd compares these with sysfs names and lower-case colon-separated addresses.
+        mac = normalize_mac(iface)
+        if mac is not None:
+            ifaces.append(mac)
+        elif IFNAME_RE.match(iface):
+            ifaces.append(iface)
+        else:
+            c.bad(f"{key}.aoe_interfaces[{i}]", f"{_show(iface)} is neither an interface name nor a MAC address")
     fstype = c.str_(raw, "fstype", key, "ext4") or "ext4"
-    if not re.match(r"^[a-z0-9]+$", fstype):
-        c.bad(f"{key}.fstype", f"{fstype!r} is not a file system type")
+    if not FSTYPE_RE.match(fstype):
+        c.bad(f"{key}.fstype", f"{_show(fstype)} is not a file system type")
+    if "profile" in raw:
+        profile = c.str_(raw, "profile", key) or ""
+    else:
+        profile = defaults.profile or ""
+        c.default_profile_users.add(name)
     return Machine(
         name=name,
-        macs=tuple(macs),
+        macs=macs,
         export=c.str_(raw, "export", key) or "",
-        profile=c.str_(raw, "profile", key, defaults.get("profile")) or "",
+        profile=profile,
         serial_console=serial,
         kernel_args=args,
         mtu=c.int_(raw, "mtu", key, None, MTU_MIN, MTU_MAX),
-        aoe_interfaces=ifaces,
+        aoe_interfaces=tuple(ifaces),
         fstype=fstype,
     )
 
 
-def _cross_checks(c: _Checker, inv: Inventory) -> None:
-    seen_macs: dict[str, str] = {}
+def _cross_checks(c: _Checker, inv: Inventory, defaults: _Defaults) -> None:
+    """References between entities, and writable exports used by more than one machine (O(entities))."""
+    default_profile_bad = False
+    if defaults.profile and defaults.profile not in inv.profiles:
+        default_profile_bad = True
+        if defaults.profile not in c.rejected["profiles"]:
+            c.bad("defaults.profile", f"no profile named {defaults.profile!r} "
+                                      f"{_known('profiles', defaults.profile, inv.profiles)}")
+    first_user: dict[str, str] = {}
     for m in inv.machines.values():
-        key = f"machines.{m.name}"
-        for i, mac in enumerate(m.macs):
-            if mac in seen_macs:
-                c.bad(f"{key}.macs[{i}]", f"MAC {mac} is already used by {seen_macs[mac]}")
-            else:
-                seen_macs[mac] = f"machines.{m.name}"
+        key = f"machines.{_part(m.name)}"
+        from_defaults = m.name in c.default_profile_users
         if not m.profile:
             c.bad(f"{key}.profile", "is required (or set defaults.profile)")
-        elif m.profile not in inv.profiles:
-            c.bad(f"{key}.profile", f"no profile named {m.profile!r} (profiles: {', '.join(inv.profiles) or 'none'})")
-        if m.export and m.export not in inv.exports:
-            c.bad(f"{key}.export", f"no export named {m.export!r} (exports: {', '.join(inv.exports) or 'none'})")
-    seen_targets: dict[tuple[int, int], str] = {}
-    for ex in inv.exports.values():
-        key = f"exports.{ex.name}"
-        if ex.server and ex.server not in inv.servers:
-            c.bad(f"{key}.server", f"no server named {ex.server!r} (servers: {', '.join(inv.servers) or 'none'})")
-        t = (ex.shelf, ex.slot)
-        if t in seen_targets:
-            c.bad(f"{key}", f"shelf.slot {ex.shelf}.{ex.slot} is already used by {seen_targets[t]}")
+        elif m.profile not in inv.profiles and not (from_defaults and default_profile_bad) \
+                and m.profile not in c.rejected["profiles"]:
+            c.bad(f"{key}.profile", f"no profile named {m.profile!r} {_known('profiles', m.profile, inv.profiles)}")
+        if not m.export:
+            continue
+        ex = inv.exports.get(m.export)
+        if ex is None:
+            if m.export not in c.rejected["exports"]:
+                c.bad(f"{key}.export", f"no export named {m.export!r} {_known('exports', m.export, inv.exports)}")
+        elif m.export in first_user and not ex.readonly:
+            c.bad(f"{key}.export", f"{m.export!r} is a writable export already used by {first_user[m.export]} "
+                                   f"(set exports.{_part(m.export)}.readonly = true, or give each machine "
+                                   "its own export)")
         else:
-            seen_targets[t] = f"exports.{ex.name}"
-        users = [m.name for m in inv.machines.values() if m.export == ex.name]
-        if not ex.readonly and len(users) > 1:
-            c.bad(f"{key}", f"writable export is shared by machines {', '.join(users)} (set readonly = true or "
-                            "give each machine its own export)")
+            first_user.setdefault(m.export, f"machines.{_part(m.name)}")
+    for ex in inv.exports.values():
+        if ex.server and ex.server not in inv.servers and ex.server not in c.rejected["servers"]:
+            c.bad(f"exports.{_part(ex.name)}.server",
+                  f"no server named {ex.server!r} {_known('servers', ex.server, inv.servers)}")
 
 
 def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
     c = _Checker()
-    c.keys(data, "(top level)", {"defaults", "profiles", "servers", "exports", "machines"})
-    defaults = c.table(data.get("defaults"), "defaults")
-    c.keys(defaults, "defaults", {"profile", "serial_console", "kernel_args"})
-    sections: dict[str, dict[str, Any]] = {}
-    for section in ("profiles", "servers", "exports", "machines"):
+    c.keys(data, None, {"defaults", *SECTIONS})
+    defaults = _defaults(c, c.table(data.get("defaults"), "defaults"))
+    sections: dict[str, dict[str, dict[str, Any]]] = {}
+    for section in SECTIONS:
         sections[section] = {}
         for name, raw in c.table(data.get(section), section).items():
-            if c.name(name, f"{section}.{name}"):
-                sections[section][name] = c.table(raw, f"{section}.{name}")
-    if not sections["machines"]:
+            if c.name(name, f"{section}.{_part(name)}"):
+                sections[section][name] = c.table(raw, f"{section}.{_part(name)}")
+            else:
+                c.rejected[section].add(name)
+    if not sections["machines"] and not c.rejected["machines"]:
         c.bad("machines", "the inventory describes no machine")
     inv = Inventory(
         source=source,
@@ -344,14 +484,14 @@ def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
         exports={n: _export(c, n, r) for n, r in sorted(sections["exports"].items())},
         machines={n: _machine(c, n, r, defaults) for n, r in sorted(sections["machines"].items())},
     )
-    _cross_checks(c, inv)
+    _cross_checks(c, inv, defaults)
     if c.problems:
         raise InventoryError(source, c.problems)
     return inv
 
 
 def example_text() -> str:
-    return resources.files("netbootgen").joinpath("data/example.toml").read_text()
+    return resources.files("netbootgen").joinpath("data/example.toml").read_text(encoding="utf-8")
 
 
 def load_inventory(path: Path | None) -> Inventory:
@@ -361,9 +501,11 @@ def load_inventory(path: Path | None) -> Inventory:
     else:
         source = str(path)
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode("utf-8")
         except OSError as e:
             raise InventoryError(source, [f"cannot read: {e.strerror}"]) from e
+        except UnicodeDecodeError as e:
+            raise InventoryError(source, [f"not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})"]) from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -29,12 +29,18 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # templates are package data: no stat() per render to see whether they changed
     )
+
+
+@cache
+def _template(name: str) -> jinja2.Template:
+    return environment().get_template(name)
 
 
 def render_template(name: str, context: dict[str, Any]) -> str:
     try:
-        return environment().get_template(name).render(**context)
+        return _template(name).render(**context)
     except jinja2.TemplateError as e:
         raise NetbootgenError(f"cannot render template {name}: {e}") from e
 

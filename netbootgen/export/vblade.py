@@ -1,55 +1,99 @@
-"""One systemd unit per export, running Debian's vblade."""
+"""systemd units running Debian's vblade for each export, with the export's machines as the MAC allow-list.
+
+Deny by default: vblade serves every client when its -m list is empty (it also skips, with only a warning, an
+-m entry it cannot parse), so an export that no machine uses gets no unit at all.
+
+vblade keeps the -m list in a fixed table of 32 entries (aoe.c Nmasks) and does not check the bound: more
+MACs overwrite its other variables (200 MACs turn the offset into garbage). An export with more MACs (a
+shared read-only image) is served by several vblade processes on the same shelf.slot, each allowing at most
+32 of them: each process answers only its own MACs, so every client sees one target.
+"""
 
 from __future__ import annotations
 
-from netbootgen.inventory import Export, Inventory
+from typing import Any
+
+from netbootgen.export.systemd import device_unit, unit_quote
+from netbootgen.inventory import Export, Inventory, Server
 from netbootgen.modules.aoe import source_name
 from netbootgen.render import FileTree, RenderedFile, header, render_template
 
+VBLADE = "/usr/sbin/vblade"
+MAX_MACS = 32
+# Hidden by ProtectHome=yes / PrivateTmp=yes: an export stored there needs them relaxed.
+HOME_DIRS = ("/home/", "/root/", "/run/user/")
+TMP_DIRS = ("/tmp/", "/var/tmp/")
 
-def unit_name(ex: Export) -> str:
-    return f"netbootgen-aoe-{ex.name}.service"
 
-
-def device_unit(interface: str) -> str:
-    return f"sys-subsystem-net-devices-{interface.replace('-', chr(92) + 'x2d')}.device"
+def unit_name(ex: Export, part: int = 1) -> str:
+    """netbootgen-aoe-NAME.service; the further vblade processes of an export with more than MAX_MACS MACs
+    are netbootgen-aoe-NAME:2.service, ... (export names cannot hold ':', so these never collide)."""
+    return f"netbootgen-aoe-{ex.name}{f':{part}' if part > 1 else ''}.service"
 
 
 def allowed_macs(inv: Inventory, ex: Export) -> list[str]:
-    return sorted(mac for m in inv.machines.values() if m.export == ex.name for mac in m.macs)
+    """The MACs (every NIC) of the machines that boot from `ex`, sorted."""
+    return sorted(mac for m in inv.export_users.get(ex.name, ()) for mac in m.macs)
 
 
-def vblade_argv(inv: Inventory, ex: Export) -> list[str]:
-    server = inv.servers[ex.server]
-    argv = ["/usr/sbin/vblade", "-b", str(ex.bufcnt)]
-    macs = allowed_macs(inv, ex)
-    if macs:
-        argv += ["-m", ",".join(macs)]
-    if ex.readonly:
-        argv.append("-r")
-    if ex.sync:
-        argv.append("-s")
-    if ex.direct:
-        argv.append("-d")
-    if ex.offset:
-        argv += ["-o", str(ex.offset)]
-    if ex.length is not None:
-        argv += ["-l", str(ex.length)]
-    argv += [str(ex.shelf), str(ex.slot), server.interface, ex.path]
-    return argv
+def mac_parts(macs: list[str]) -> list[list[str]]:
+    """`macs` in runs of at most MAX_MACS, one per vblade process."""
+    return [macs[i : i + MAX_MACS] for i in range(0, len(macs), MAX_MACS)]
+
+
+def vblade_argv(ex: Export, interface: str, macs: list[str]) -> list[str]:
+    """vblade's argv. MACs go to -m as 'aa:bb:cc:dd:ee:ff' joined by ',' (vblade's parseether reads two hex
+    digits and an optional ':'; dashes would be misread). -o and -l are in 512-byte sectors."""
+    if not 0 < len(macs) <= MAX_MACS:
+        raise ValueError(f"vblade needs 1 to {MAX_MACS} MACs for -m, not {len(macs)}")
+    return [
+        VBLADE,
+        "-b", str(ex.bufcnt),
+        "-m", ",".join(macs),
+        *(["-r"] if ex.readonly else []),
+        *(["-s"] if ex.sync else []),
+        *(["-d"] if ex.direct else []),
+        *(["-o", str(ex.offset)] if ex.offset else []),
+        *(["-l", str(ex.length)] if ex.length is not None else []),
+        str(ex.shelf), str(ex.slot), interface, ex.path,
+    ]  # fmt: skip
+
+
+def _under(path: str, dirs: tuple[str, ...]) -> bool:
+    return any(path.startswith(d) for d in dirs)
+
+
+def unit_context(hdr: str, ex: Export, server: Server, macs: list[str], part: str = "") -> dict[str, Any]:
+    block_device = ex.path.startswith("/dev/") and not ex.path.startswith("/dev/shm/")
+    return {
+        "header": hdr,
+        "export": ex.name,
+        "target": ex.target,
+        "interface": server.interface,
+        "part": part,
+        "device_unit": device_unit(server.interface),
+        "exec_start": " ".join(unit_quote(a, command=True) for a in vblade_argv(ex, server.interface, macs)),
+        # A block device: allow just that node (DevicePolicy=closed). A file: no devices, and the file
+        # writable (or readable) in an otherwise read-only file system.
+        "device_allow": f"{unit_quote(ex.path)} {'r' if ex.readonly else 'rw'}" if block_device else None,
+        "paths_setting": "ReadOnlyPaths" if ex.readonly else "ReadWritePaths",
+        "path": unit_quote(ex.path),
+        "protect_home": "read-only" if _under(ex.path, HOME_DIRS) else "yes",
+        "private_tmp": "no" if _under(ex.path, TMP_DIRS) else "yes",
+    }
 
 
 def render_units(inv: Inventory) -> FileTree:
+    """The units of every export some machine uses: one per run of MAX_MACS MACs."""
     hdr = header(source_name(inv))
     files: FileTree = {}
     for ex in inv.exports.values():
-        server = inv.servers[ex.server]
-        ctx = {
-            "header": hdr,
-            "export": ex,
-            "server": server,
-            "device_unit": device_unit(server.interface),
-            "exec_start": " ".join(vblade_argv(inv, ex)),
-        }
-        files[f"export/{unit_name(ex)}"] = RenderedFile(render_template("export/vblade.service.j2", ctx))
+        macs = allowed_macs(inv, ex)
+        parts = mac_parts(macs)
+        for i, run in enumerate(parts, 1):
+            part = f", MACs {(i - 1) * MAX_MACS + 1}-{(i - 1) * MAX_MACS + len(run)} of {len(macs)}" \
+                if len(parts) > 1 else ""
+            ctx = unit_context(hdr, ex, inv.servers[ex.server], run, part)
+            text = render_template("export/vblade.service.j2", ctx)
+            files[f"export/{unit_name(ex, i)}"] = RenderedFile(text)
     return files

@@ -82,7 +82,7 @@ def follow(
                     eof = True
                 now = time.monotonic() - start
                 bios = bios_log.read_text(errors="replace") if bios_log.exists() else ""
-                for stage, res in zip(stages, results):
+                for stage, res in zip(stages, results, strict=True):
                     if res.ok:
                         continue
                     haystack = bios if stage.source == "bios" else text

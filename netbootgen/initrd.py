@@ -26,7 +26,8 @@ class InitrdSpec:
     systemd: bool = True  # systemd initrd, or dracut's shell-only initrd (--omit systemd)
 
     def all_drivers(self) -> list[str]:
-        return sorted(set(BASE_DRIVERS) | set(self.drivers) | ({"virtio_pci"} if "virtio_net" in self.drivers else set()))
+        bus = {"virtio_pci"} if "virtio_net" in self.drivers else set()
+        return sorted(set(BASE_DRIVERS) | set(self.drivers) | bus)
 
     def key(self) -> str:
         """A digest of everything the initrd depends on: reuse a cached build only when nothing changed."""

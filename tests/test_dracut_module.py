@@ -125,10 +125,12 @@ def initqueue_placeholder() -> None:
 @pytest.mark.parametrize(
     ("cmdline", "expect"),
     [
-        ("root=aoe:e0.1", ["root=block:/dev/etherd/e0.1", "rootok=1", "fstype=auto", "WAIT_FOR_DEV -n /dev/etherd/e0.1"]),
+        ("root=aoe:e0.1",
+         ["root=block:/dev/etherd/e0.1", "rootok=1", "fstype=auto", "WAIT_FOR_DEV -n /dev/etherd/e0.1"]),
         ("root=aoe:e12.3:xfs", ["root=block:/dev/etherd/e12.3", "fstype=xfs"]),
         ("root=aoe:e0.1:ext4:noatime,data=journal", ["fstype=ext4", "rflags=noatime,data=journal"]),
-        ("root=/dev/etherd/e1.2p1", ["root=block:/dev/etherd/e1.2p1", "rootok=1", "WAIT_FOR_DEV -n /dev/etherd/e1.2p1"]),
+        ("root=/dev/etherd/e1.2p1",
+         ["root=block:/dev/etherd/e1.2p1", "rootok=1", "WAIT_FOR_DEV -n /dev/etherd/e1.2p1"]),
         ("root=dhcp netroot=aoe:e7.9", ["root=block:/dev/etherd/e7.9", "rootok=1"]),
     ],
 )

@@ -14,7 +14,9 @@ from netbootgen.inventory import example_text
 ALL_STAGES = ["firmware", "pxelinux", "kernel", "initrd", "aoe-discovered", "root-mounted", "init"]
 
 
-def boot_test(tmp_path: Path, *args: str, inventory: Path | None = None) -> tuple[subprocess.CompletedProcess[str], dict]:
+def boot_test(
+    tmp_path: Path, *args: str, inventory: Path | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict]:
     report = tmp_path / "report.json"
     argv = [sys.executable, "-m", "netbootgen", "boot-test", *([str(inventory)] if inventory else []),
             "--json", str(report), "--workdir", str(tmp_path / "work"), *args]

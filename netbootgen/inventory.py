@@ -471,10 +471,11 @@ def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
     for section in SECTIONS:
         sections[section] = {}
         for name, raw in c.table(data.get(section), section).items():
-            if c.name(name, f"{section}.{_part(name)}"):
-                sections[section][name] = c.table(raw, f"{section}.{_part(name)}")
+            key = f"{section}.{_part(name)}"
+            if c.name(name, key) and (isinstance(raw, dict) or c.table(raw, key)):
+                sections[section][name] = raw
             else:
-                c.rejected[section].add(name)
+                c.rejected[section].add(name)  # reported once; references to it are not reported again
     if not sections["machines"] and not c.rejected["machines"]:
         c.bad("machines", "the inventory describes no machine")
     inv = Inventory(

@@ -54,7 +54,10 @@ def init(path: Path, force: bool) -> None:
 @inventory_arg
 def validate(inventory: Path | None) -> None:
     """Check INVENTORY and report every error at once (exit status 2 when there are any)."""
+    from netbootgen.generate import render_inventory
+
     inv = _load(inventory)
+    render_inventory(inv)  # generators check what only they know (e.g. a NIC driver's Kconfig symbol)
     click.echo(
         f"{inv.source}: ok ({len(inv.machines)} machines, {len(inv.exports)} exports, "
         f"{len(inv.servers)} servers, {len(inv.profiles)} profiles)"

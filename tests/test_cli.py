@@ -63,3 +63,14 @@ def test_boot_test_rejects_unknown_machine() -> None:
 def test_usage_error_exit_status() -> None:
     res = CliRunner().invoke(main, ["boot-test", "--via", "floppy"])
     assert res.exit_code == 2
+
+
+def test_validate_reports_generator_level_errors(tmp_path: Path) -> None:
+    """A NIC driver with no known Kconfig symbol is caught by validate, not only later by render."""
+    from netbootgen.inventory import example_text
+
+    inv = tmp_path / "inv.toml"
+    inv.write_text(example_text().replace('nic_drivers = { virtio_net = "m" }', 'nic_drivers = { r8152 = "m" }'))
+    res = CliRunner().invoke(main, ["validate", str(inv)])
+    assert res.exit_code == 2, res.output
+    assert "profiles.virtio.nic_drivers" in res.output and "r8152" in res.output

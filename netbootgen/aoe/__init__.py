@@ -1,0 +1,1 @@
+"""User-mode ATA over Ethernet (AoE) target: protocol, target logic, transports, `serve` command."""

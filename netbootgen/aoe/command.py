@@ -136,7 +136,13 @@ def _start_message(exp: Export, transport: Transport) -> str:
     default=None,
     help="Target MAC [default: 02:00:00:SS:SS:LL from the first export; the interface MAC for iface].",
 )
-@click.option("--bufcnt", type=click.IntRange(2, 0xFFFF), default=p.DEFAULT_BUFCNT, show_default=True)
+@click.option(
+    "--bufcnt",
+    type=click.IntRange(2, 0xFFFF),
+    default=p.DEFAULT_BUFCNT,
+    show_default=True,
+    help="Outstanding requests advertised to initiators (Linux keeps min(bufcnt, 64) in flight).",
+)
 @click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -101,7 +101,7 @@ def choose_accel(requested: str, kernel: KernelTree, cache: Path) -> str:
 class TargetProcess:
     """`netbootgen serve` in a child process, serving one export over a unix datagram socket."""
 
-    def __init__(self, work: Path, image: Path, ex: Export, allow: list[str]) -> None:
+    def __init__(self, work: Path, image: Path, ex: Export, allow: list[str], mtu: int) -> None:
         self.target_sock = work / "target.sock"
         self.qemu_sock = work / "qemu.sock"
         self.log = work / "target.log"
@@ -111,6 +111,7 @@ class TargetProcess:
             "--export", f"{ex.shelf}.{ex.slot}={image}",
             "--transport", f"unix-dgram:{self.target_sock}:{self.qemu_sock}",
             "--mac", TARGET_MAC,
+            "--mtu", str(mtu),
             "--ready-file", os.fspath(ready),
             *[a for mac in allow for a in ("--mac-allow", mac)],
         ]  # fmt: skip
@@ -170,7 +171,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         install_boot_files(tftp, profile.name, kernel.vmlinuz, initrd.path)
         image = make_rootfs(work / "root.img")
         say(f"root image {image} (busybox, ext4); starting the AoE target")
-        target = TargetProcess(work, image, ex, list(m.macs))
+        mtu = m.mtu or inv.servers[ex.server].mtu
+        target = TargetProcess(work, image, ex, list(m.macs), mtu)
         try:
             accel = choose_accel(opts.accel, kernel, cache)
             qspec = QemuSpec(
@@ -183,6 +185,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 kernel=kernel.vmlinuz if opts.via == "direct" else None,
                 initrd=initrd.path if opts.via == "direct" else None,
                 append=" ".join(kernel_args(inv, m)),
+                host_mtu=mtu if mtu != 1500 else None,
             )
             say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
             boot_start = time.monotonic() - t0

@@ -65,3 +65,16 @@ def test_boot_failure_is_reported(tmp_path: Path) -> None:
     assert by_name["init"]["ok"] is False
     assert "stage aoe-discovered not reached within 25 s" in proc.stderr
     assert "last console lines" in proc.stderr
+
+
+def test_jumbo_frame_machine_boots_with_8704_byte_frames(tmp_path: Path) -> None:
+    """mtu = 9000 on the machine: rd.aoe.mtu=9000 reaches the kernel, the NIC and the target run at 9000, and
+    the driver settles on 17-sector frames."""
+    inv = tmp_path / "jumbo.toml"
+    text = example_text().replace("mtu = 1500", "mtu = 9000")
+    inv.write_text(text.replace("kernel_args = []", "kernel_args = []\nmtu = 9000"))
+    proc, rep = boot_test(tmp_path, "--via", "pxe", "--stage-timeout", "120", inventory=inv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(s["ok"] for s in rep["stages"])
+    assert " rd.aoe.mtu=9000 " in rep["console_log"]
+    assert "e0.1: setting 8704 byte data frames" in rep["console_log"]

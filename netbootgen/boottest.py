@@ -20,7 +20,7 @@ from netbootgen.errors import InputError, NetbootgenError
 from netbootgen.generate import render_inventory
 from netbootgen.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
 from netbootgen.inventory import Export, Inventory, Machine
-from netbootgen.kernel.fetch import KernelTree, fetch_kernel
+from netbootgen.kernel.fetch import KernelTree, profile_kernel
 from netbootgen.modules.aoe import MODULE_DIR
 from netbootgen.output import write_tree
 from netbootgen.pxe.menu import kernel_args
@@ -150,7 +150,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         progress(f"[{time.monotonic() - t0:6.1f}s] {msg}")
 
     say(f"machine {m.name} ({m.macs[0]}), root {ex.target}, profile {profile.name}, via {opts.via}")
-    kernel = fetch_kernel(profile.kernel_version, cache)
+    kernel = profile_kernel(profile, cache)
     say(f"kernel {kernel.version} ready in {kernel.root}")
     files = render_inventory(inv)
     module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}

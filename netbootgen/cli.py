@@ -93,7 +93,7 @@ def build(inventory: Path | None, out: Path, flavour: str) -> None:
     """Render, fetch each profile's kernel, build its initrd with dracut, and lay out the TFTP tree."""
     from netbootgen.generate import render_inventory
     from netbootgen.initrd import InitrdSpec, build_initrd
-    from netbootgen.kernel.fetch import fetch_kernel
+    from netbootgen.kernel.fetch import profile_kernel
     from netbootgen.modules.aoe import MODULE_DIR
     from netbootgen.output import write_tree
     from netbootgen.tftp import install_boot_files, install_pxelinux
@@ -105,8 +105,8 @@ def build(inventory: Path | None, out: Path, flavour: str) -> None:
     tftp = out / "tftp"
     install_pxelinux(tftp)
     for p in inv.profiles.values():
-        _progress(f"profile {p.name}: fetching kernel {p.kernel_version} ...")
-        kernel = fetch_kernel(p.kernel_version, cache_dir())
+        _progress(f"profile {p.name}: kernel {p.kernel_path or p.kernel_version} ...")
+        kernel = profile_kernel(p, cache_dir())
         _progress(f"profile {p.name}: building the {flavour} initrd for {kernel.version} with dracut ...")
         spec = InitrdSpec(kernel, module, tuple(d for d, _ in p.nic_drivers), systemd=flavour == "systemd")
         res = build_initrd(spec, cache_dir())

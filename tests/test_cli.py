@@ -74,3 +74,39 @@ def test_validate_reports_generator_level_errors(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["validate", str(inv)])
     assert res.exit_code == 2, res.output
     assert "profiles.virtio.nic_drivers" in res.output and "r8152" in res.output
+
+
+def test_boot_test_uses_a_local_kernel_tree(tmp_path: Path) -> None:
+    """kernel_path names an unpacked tree; a broken one is a clear error before anything is built."""
+    from netbootgen.inventory import example_text
+
+    tree = tmp_path / "k"
+    (tree / "lib/modules/6.1.0-99-amd64").mkdir(parents=True)
+    inv = tmp_path / "inv.toml"
+    inv.write_text(example_text().replace('kernel_version = "auto"', f'kernel_path = "{tree}"'))
+    res = CliRunner().invoke(main, ["build", str(inv), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert "vmlinuz-6.1.0-99-amd64 is missing" in res.output
+    (tree / "boot").mkdir()
+    (tree / "boot/vmlinuz-6.1.0-99-amd64").write_bytes(b"\0")
+    res = CliRunner().invoke(main, ["build", str(inv), "--out", str(tmp_path / "out")])
+    assert "no modules.dep; run depmod -b" in res.output
+
+
+def test_build_with_a_local_kernel_tree(tmp_path: Path) -> None:
+    from netbootgen.cache import cache_dir
+    from netbootgen.inventory import example_text
+    from netbootgen.kernel.fetch import fetch_kernel
+
+    tree = fetch_kernel("auto", cache_dir())
+    inv = tmp_path / "inv.toml"
+    inv.write_text(example_text().replace('kernel_version = "auto"', f'kernel_path = "{tree.root}"'))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["build", str(inv), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"kernel {tree.version}" in res.output
+    boot = out / "tftp/boot/virtio"
+    assert (boot / "vmlinuz").read_bytes() == tree.vmlinuz.read_bytes()
+    assert (boot / "initrd.img").stat().st_size > 1_000_000
+    assert (out / "tftp/pxelinux.0").is_file() and (out / "tftp/ldlinux.c32").is_file()
+    assert (out / "tftp/pxelinux.cfg/01-52-54-00-12-34-56").is_file()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netbootgen.errors import NetbootgenError
+from netbootgen.inventory import Profile
 from netbootgen.run import run
 
 META_PACKAGE = "linux-image-amd64"
@@ -82,3 +83,24 @@ def fetch_kernel(version: str, cache: Path) -> KernelTree:
             shutil.rmtree(final)
         unpacked.rename(final)
     return tree
+
+
+def local_kernel(path: Path) -> KernelTree:
+    """An unpacked kernel tree the user already has: PATH/boot/vmlinuz-VER and PATH/lib/modules/VER (depmod'ed)."""
+    versions = sorted(p.name for p in (path / "lib" / "modules").glob("*") if p.is_dir())
+    if len(versions) != 1:
+        found = ", ".join(versions) or "none"
+        raise NetbootgenError(f"kernel_path {path}: expected exactly one lib/modules/<version>, found {found}")
+    tree = KernelTree(versions[0], path)
+    if not tree.vmlinuz.is_file():
+        raise NetbootgenError(f"kernel_path {path}: {tree.vmlinuz} is missing")
+    if not (tree.moddir / "modules.dep").is_file():
+        raise NetbootgenError(f"kernel_path {path}: no modules.dep; run depmod -b {path} {tree.version}")
+    return tree
+
+
+def profile_kernel(profile: Profile, cache: Path) -> KernelTree:
+    """The kernel a profile names: a local tree (kernel_path), or Debian's package (kernel_version)."""
+    if profile.kernel_path is not None:
+        return local_kernel(Path(profile.kernel_path))
+    return fetch_kernel(profile.kernel_version, cache)

@@ -198,7 +198,7 @@ def test_fuzz(tmp_path: Path) -> None:
         q = p.build_config_frame(p.BROADCAST_MAC, CLIENT, 0xFFFF, 0xFF, 7)
         replies = target.handle(q)
         assert [struct.unpack_from(">HB", r, 16) for r in replies] == [(1, 2), (1, 3)]
-        assert all(p.parse_config(r).scnt == 17 and p.parse_config(r).bufcnt == 16 for r in replies)
+        assert all(p.parse_config(r).scnt == 17 and p.parse_config(r).bufcnt == p.DEFAULT_BUFCNT for r in replies)
         (r,) = target.handle(p.build_ata_frame(TMAC, CLIENT, 1, 2, 8, cmd=0xEC, scnt=1))
         assert p.identify_capacity(r[36:]) == WINDOW_SECTORS
         window = b""

@@ -115,7 +115,7 @@ def sectors_of(path: Path, lba: int, count: int) -> bytes:
 def test_query_config_broadcast_reply_bytes(target: Target) -> None:
     q = hdr(1, 0, dst=b"\xff" * 6, shelf=0xFFFF, slot=0xFF) + bytes(8)
     r = one(target, q.ljust(60, b"\0"))
-    expected = reply_hdr(1, 0) + b"\x00\x10" + b"\x01\x00" + b"\x02" + b"\x10" + b"\x00\x00"
+    expected = reply_hdr(1, 0) + b"\x00\x40" + b"\x01\x00" + b"\x02" + b"\x10" + b"\x00\x00"
     assert r == expected.ljust(60, b"\0")
 
 
@@ -182,7 +182,7 @@ def test_config_max_string(target: Target) -> None:
 
 def test_announce_broadcast(target: Target) -> None:
     (a,) = target.announce()
-    expected = reply_hdr(1, 0, dst=b"\xff" * 6) + b"\x00\x10\x01\x00\x02\x10\x00\x00"
+    expected = reply_hdr(1, 0, dst=b"\xff" * 6) + b"\x00\x40\x01\x00\x02\x10\x00\x00"
     assert a == expected.ljust(60, b"\0")
 
 
@@ -563,10 +563,11 @@ def test_counters(target: Target) -> None:
     one(target, ata(0x24, SECTORS, 1))
     one(target, ata(0xC8))
     assert target.counters() == {
-        "e1.2": {"frames": 5, "bytes_read": 1536, "bytes_written": 1024, "errors": 2}
+        "e1.2": {"frames": 5, "bytes_read": 1536, "bytes_written": 1024, "errors": 2, "denied": 0}
     }
     assert (
-        target.exports[0].format_counters() == "e1.2: frames=5 bytes_read=1536 bytes_written=1024 errors=2"
+        target.exports[0].format_counters()
+        == "e1.2: frames=5 bytes_read=1536 bytes_written=1024 errors=2 denied=0"
     )
 
 
@@ -643,6 +644,46 @@ def test_mac_allow_preloads_mask(export: Export) -> None:
     assert len(target.handle(ata(0xEC, 0, 1, src=OTHER))) == 1
     r = one(target, mask(0, [], src=OTHER))
     assert r[27] == 1 and r[30:36] == OTHER
+    assert export.denied == 1 and export.frames == 2
+
+
+def test_per_export_allow_list_and_bufcnt(disk: Path, tmp_path: Path) -> None:
+    """Each export answers only its own MACs and advertises its own bufcnt; Target's mac_allow overrides."""
+    other_disk = make_file(tmp_path / "other.img", seed=1)
+    third = bytes.fromhex("525400000003")
+    with (
+        Export(ExportSpec(1, 2, disk), mac_allow=[CLIENT], bufcnt=64) as a,
+        Export(ExportSpec(1, 3, other_disk), mac_allow=[OTHER, third]) as b,
+    ):
+        target = Target([a, b], TMAC, bufcnt=8)
+        assert a.masks == [CLIENT] and b.masks == [OTHER, third]
+        assert len(target.handle(ata(0xEC, 0, 1))) == 1
+        assert target.handle(ata(0xEC, 0, 1, src=OTHER)) == []
+        assert target.handle(ata(0xEC, 0, 1, slot=3)) == []
+        assert len(target.handle(ata(0xEC, 0, 1, src=third, slot=3))) == 1
+        # A broadcast query reaches only the exports allowing the sender, each with its bufcnt.
+        query = hdr(1, src=OTHER, dst=b"\xff" * 6, shelf=0xFFFF, slot=0xFF).ljust(60, b"\0")
+        (r,) = target.handle(query)
+        assert r[18] == 3 and struct.unpack_from(">H", r, 24)[0] == 8
+        (r,) = target.handle(query.replace(OTHER, CLIENT, 1))
+        assert r[18] == 2 and struct.unpack_from(">H", r, 24)[0] == 64
+        assert (a.denied, b.denied) == (2, 2)
+        # Announcements go unicast to each export's MACs.
+        assert sorted(f[:6] for f in target.announce()) == sorted([CLIENT, OTHER, third])
+        Target([a, b], TMAC, mac_allow=[third])
+        assert a.masks == b.masks == [third]
+    with pytest.raises(ValueError, match="bufcnt 1 out of range"):
+        Export(ExportSpec(1, 2, disk), bufcnt=1)
+
+
+def test_long_initial_allow_list(disk: Path) -> None:
+    """An inventory export shared by more than 32 machines: all are allowed; a mask read fits one frame."""
+    macs = [bytes((2, 0, 0, 0, i >> 8, i & 0xFF)) for i in range(300)]
+    with Export(ExportSpec(1, 2, disk), mac_allow=macs) as exp:
+        target = Target([exp], TMAC)
+        assert len(target.handle(ata(0xEC, 0, 1, src=macs[299]))) == 1
+        r = one(target, mask(0, [], src=macs[0]))
+        assert r[27] == (1500 - 28) // 8 and len(r) == 28 + r[27] * 8 <= 1500
 
 
 # -- Reserve/Release -----------------------------------------------------------------------------

@@ -82,10 +82,12 @@ def recv_announcement(channel: DgramChannel | StreamChannel, timeout: float = 5.
     return frame
 
 
-def check_session(ini: Initiator, disk: Path, sectors: int = 2, scnt: int = 2) -> None:
+def check_session(
+    ini: Initiator, disk: Path, sectors: int = 2, scnt: int = 2, bufcnt: int = p.DEFAULT_BUFCNT
+) -> None:
     """Query, IDENTIFY, write and read back through the initiator."""
     cfg = ini.query()
-    assert (cfg.bufcnt, cfg.scnt, cfg.ccmd) == (16, scnt, 0)
+    assert (cfg.bufcnt, cfg.scnt, cfg.ccmd) == (bufcnt, scnt, 0)
     assert (ini.shelf, ini.slot, ini.target_mac) == (1, 2, TMAC)
     page = ini.identify()
     assert p.identify_capacity(page) == SECTORS
@@ -190,7 +192,7 @@ def test_serve_replaces_stale_socket_and_refuses_other_files(disk: Path, sockdir
     try:
         wait_for(ready, proc)
         with DgramChannel(qsock, tsock) as ch:
-            assert Initiator(ch).query().bufcnt == 16
+            assert Initiator(ch).query().bufcnt == p.DEFAULT_BUFCNT
     finally:
         stop_server(proc)
     tsock.write_text("not a socket")
@@ -227,8 +229,8 @@ def test_serve_unix_stream_subprocess_two_clients(disk: Path, sockdir: Path) -> 
                 assert a[:6] == p.BROADCAST_MAC and p.parse_config(a).scnt == 17
             i1 = Initiator(c1, mac=bytes.fromhex("525400000001"))
             i2 = Initiator(c2, mac=bytes.fromhex("525400000002"))
-            check_session(i1, disk, sectors=17, scnt=17)
-            check_session(i2, disk, sectors=1, scnt=17)
+            check_session(i1, disk, sectors=17, scnt=17, bufcnt=16)
+            check_session(i2, disk, sectors=1, scnt=17, bufcnt=16)
             # Replies go back on the connection the request came in on.
             assert c1.recv(0.3) is None
             # A frame trickling in byte by byte is reassembled.

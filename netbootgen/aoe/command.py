@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -20,6 +21,8 @@ from netbootgen.aoe.transport import (
     open_transport,
     parse_transport,
 )
+from netbootgen.errors import InputError
+from netbootgen.inventory import Inventory, load_inventory
 
 log = logging.getLogger("netbootgen.aoe")
 
@@ -74,25 +77,84 @@ def parse_export_options(values: Sequence[str]) -> list[ExportSpec]:
     return specs
 
 
-def open_exports(
-    specs: Sequence[ExportSpec], values: Sequence[str], *, sync: bool, direct: bool
-) -> list[Export]:
-    """Open every export (closing those already open on failure) and reject overlapping windows."""
+@dataclass(frozen=True)
+class ServedExport:
+    """What to open for one export: the window, its open flags and its own config-reply settings."""
+
+    spec: ExportSpec
+    label: str  # names the export in messages: the --export value, or 'exports.NAME'
+    sync: bool = False
+    direct: bool = False
+    bufcnt: int | None = None
+    mac_allow: tuple[bytes, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class InventoryPlan:
+    """The exports one inventory server serves, and those it leaves out (deny by default)."""
+
+    exports: list[ServedExport]
+    skipped: list[str]  # export names no machine boots from
+
+
+def inventory_plan(inv: Inventory, server: str) -> InventoryPlan:
+    """The exports of `server` in `inv`, each allowing exactly the MACs of the machines that boot from it.
+
+    Like the vblade units (netbootgen.export.vblade), an export that no machine uses is not served at all.
+    Raises InputError for an unknown server or one with nothing to serve.
+    """
+    from netbootgen.export.vblade import allowed_macs
+
+    if server not in inv.servers:
+        names = ", ".join(repr(n) for n in inv.servers) or "none"
+        raise InputError(f"{inv.source}: no server named {server!r} (servers: {names})")
+    served: list[ServedExport] = []
+    skipped: list[str] = []
+    for ex in inv.exports.values():
+        if ex.server != server:
+            continue
+        macs = allowed_macs(inv, ex)
+        if not macs:
+            skipped.append(ex.name)
+            continue
+        spec = ExportSpec(ex.shelf, ex.slot, Path(ex.path), readonly=ex.readonly, offset=ex.offset, length=ex.length)
+        served.append(
+            ServedExport(
+                spec,
+                f"exports.{ex.name}",
+                sync=ex.sync,
+                direct=ex.direct,
+                bufcnt=ex.bufcnt,
+                mac_allow=tuple(p.parse_mac(m) for m in macs),
+            )
+        )
+    if not served:
+        why = f" (no machine boots from {', '.join(skipped)})" if skipped else ""
+        raise InputError(f"{inv.source}: server {server!r} has no export to serve{why}")
+    return InventoryPlan(served, skipped)
+
+
+def open_served(items: Sequence[ServedExport], fail: Callable[[str, str], Exception]) -> list[Export]:
+    """Open every export (closing those already open on failure) and reject overlapping writable windows.
+
+    `fail(label, message)` makes the exception raised for a bad export.
+    """
     exports: list[Export] = []
     try:
-        for spec, value in zip(specs, values, strict=True):
+        for item in items:
+            spec = item.spec
             try:
-                exp = Export(spec, sync=sync, direct=direct)
+                exp = Export(
+                    spec, sync=item.sync, direct=item.direct, bufcnt=item.bufcnt, mac_allow=item.mac_allow
+                )
             except OSError as e:
-                raise _bad(
-                    "--export", value, f"cannot open {os.fspath(spec.path)}: {e.strerror or e}"
-                ) from None
+                raise fail(item.label, f"cannot open {os.fspath(spec.path)}: {e.strerror or e}") from None
             except ValueError as e:
-                raise _bad("--export", value, str(e)) from None
-            for other, other_value in zip(exports, values, strict=False):
+                raise fail(item.label, str(e)) from None
+            for other, other_item in zip(exports, items, strict=False):
                 if exp.overlaps(other) and not (exp.readonly and other.readonly):
                     exp.close()
-                    raise _bad("--export", value, f"window overlaps {other_value!r}")
+                    raise fail(item.label, f"window overlaps {other_item.label!r}")
             exports.append(exp)
     except BaseException:
         for exp in exports:
@@ -101,15 +163,41 @@ def open_exports(
     return exports
 
 
+def open_exports(
+    specs: Sequence[ExportSpec], values: Sequence[str], *, sync: bool, direct: bool
+) -> list[Export]:
+    """Open the --export windows; a bad one raises click.BadParameter naming its value."""
+    items = [ServedExport(s, v, sync=sync, direct=direct) for s, v in zip(specs, values, strict=True)]
+    return open_served(items, lambda label, message: _bad("--export", label, message))
+
+
+def _inventory_error(source: str) -> Callable[[str, str], Exception]:
+    return lambda label, message: InputError(f"{source}: {label}: {message}")
+
+
 def _start_message(exp: Export, transport: Transport) -> str:
     window = ""
     if exp.spec.offset or exp.spec.length is not None:
         window = f", sectors {exp.spec.offset}-{exp.spec.offset + exp.sectors - 1}"
     mode = "ro" if exp.readonly else "rw"
-    return f"{exp.name} -> {os.fspath(exp.spec.path)} ({exp.sectors} sectors{window}, {mode}) on {transport}"
+    allowed = ""
+    if exp.masks:
+        shown = ", ".join(p.format_mac(m) for m in exp.masks[:4])
+        allowed = f", allowed MACs {shown}" + (f" and {len(exp.masks) - 4} more" if len(exp.masks) > 4 else "")
+    return (
+        f"{exp.name} -> {os.fspath(exp.spec.path)} ({exp.sectors} sectors{window}, {mode}{allowed}) on {transport}"
+    )
 
 
 @click.command(name="serve")
+@click.argument("inventory", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--server",
+    "server_name",
+    metavar="NAME",
+    default=None,
+    help="With INVENTORY: serve this server's exports to the MACs of the machines that boot from them.",
+)
 @click.option(
     "--export",
     "export_values",
@@ -117,17 +205,24 @@ def _start_message(exp: Export, transport: Transport) -> str:
     metavar=EXPORT_SYNTAX,
     help="Export a file or block device as eSHELF.SLOT; offset/length in 512-byte sectors. Repeatable.",
 )
-@click.option("--transport", "transport_value", required=True, metavar="SPEC", help=TRANSPORT_SYNTAX)
+@click.option(
+    "--transport",
+    "transport_value",
+    default=None,
+    metavar="SPEC",
+    help=f"{TRANSPORT_SYNTAX} [required with --export; default with INVENTORY: iface:<the server's interface>]",
+)
 @click.option(
     "--mac-allow", multiple=True, metavar="MAC", help="Only answer these initiator MACs. Repeatable."
 )
-@click.option("--sync", is_flag=True, help="Open exports with O_SYNC.")
-@click.option("--direct", is_flag=True, help="Open exports with O_DIRECT.")
+@click.option("--sync", is_flag=True, help="Open exports with O_SYNC (with INVENTORY: in addition to sync = true).")
+@click.option("--direct", is_flag=True, help="Open exports with O_DIRECT (with INVENTORY: in addition to direct).")
 @click.option(
     "--mtu",
     type=click.IntRange(min=p.MIN_MTU, max=65535),
     default=None,
-    help=f"MTU used for sectors per frame [default: {DEFAULT_UNIX_MTU}, or the interface MTU].",
+    help=f"MTU used for sectors per frame [default: {DEFAULT_UNIX_MTU}, or the interface MTU; with INVENTORY "
+    "the server's mtu, at most the interface MTU].",
 )
 @click.option(
     "--mac",
@@ -139,9 +234,9 @@ def _start_message(exp: Export, transport: Transport) -> str:
 @click.option(
     "--bufcnt",
     type=click.IntRange(2, 0xFFFF),
-    default=p.DEFAULT_BUFCNT,
-    show_default=True,
-    help="Outstanding requests advertised to initiators (Linux keeps min(bufcnt, 64) in flight).",
+    default=None,
+    help=f"Outstanding requests advertised to initiators (Linux keeps min(bufcnt, 64) in flight) [default: "
+    f"{p.DEFAULT_BUFCNT}; with INVENTORY each export's bufcnt].",
 )
 @click.option(
     "--ready-file",
@@ -150,20 +245,65 @@ def _start_message(exp: Export, transport: Transport) -> str:
     help="Create this file once the sockets are bound.",
 )
 def serve_command(
+    inventory: Path | None,
+    server_name: str | None,
     export_values: tuple[str, ...],
-    transport_value: str,
+    transport_value: str | None,
     mac_allow: tuple[str, ...],
     sync: bool,
     direct: bool,
     mtu: int | None,
     mac_value: str | None,
-    bufcnt: int,
+    bufcnt: int | None,
     ready_file: Path | None,
 ) -> None:
-    """Serve files or block devices over ATA-over-Ethernet to QEMU guests or a real interface."""
-    if not export_values:
-        raise click.UsageError("Missing option '--export'.")
-    specs = parse_export_options(export_values)
+    """Serve files or block devices over ATA-over-Ethernet to QEMU guests or a real interface.
+
+    Either give --export (and --transport), or an INVENTORY and --server NAME: then that server's exports are
+    served, each answering only the machines that boot from it (an export no machine uses is not served).
+    """
+    server_mtu: int | None = None
+    plan: InventoryPlan | None = None
+    if inventory is not None:
+        if export_values:
+            raise click.UsageError("--export cannot be combined with an INVENTORY (its exports are served)")
+        if mac_allow:
+            raise click.UsageError(
+                "--mac-allow cannot be combined with an INVENTORY (the MACs of the machines are allowed)"
+            )
+        if server_name is None:
+            raise click.UsageError("Missing option '--server' (which of the inventory's servers to run)")
+        inv = load_inventory(inventory)
+        plan = inventory_plan(inv, server_name)
+        server = inv.servers[server_name]
+        server_mtu = server.mtu
+        if transport_value is None:
+            transport_value = f"iface:{server.interface}"
+        items = [
+            ServedExport(
+                item.spec,
+                item.label,
+                sync=item.sync or sync,
+                direct=item.direct or direct,
+                bufcnt=bufcnt or item.bufcnt,
+                mac_allow=item.mac_allow,
+            )
+            for item in plan.exports
+        ]
+        fail = _inventory_error(inv.source)
+    else:
+        if server_name is not None:
+            raise click.UsageError("--server needs an INVENTORY argument")
+        if not export_values:
+            raise click.UsageError("Missing option '--export' (or give an INVENTORY and --server).")
+        if transport_value is None:
+            raise click.UsageError("Missing option '--transport'.")
+        specs = parse_export_options(export_values)
+        items = [ServedExport(s, v, sync=sync, direct=direct) for s, v in zip(specs, export_values, strict=True)]
+
+        def fail(label: str, message: str) -> Exception:
+            return _bad("--export", label, message)
+
     try:
         address = parse_transport(transport_value)
     except ValueError as e:
@@ -192,20 +332,29 @@ def serve_command(
         ready_file.unlink(missing_ok=True)
 
     setup_logging()
-    exports = open_exports(specs, export_values, sync=sync, direct=direct)
+    exports = open_served(items, fail)
     try:
         try:
             transport = open_transport(address)
         except OSError as e:
             raise _bad("--transport", transport_value, e.strerror or str(e)) from None
         try:
-            target_mac = mac or transport.hardware_mac() or default_mac(specs[0])
-            target_mtu = mtu or transport.hardware_mtu() or DEFAULT_UNIX_MTU
+            target_mac = mac or transport.hardware_mac() or default_mac(items[0].spec)
+            hw_mtu = transport.hardware_mtu()
+            if mtu is not None:
+                target_mtu = mtu
+            elif server_mtu is not None:
+                target_mtu = min(server_mtu, hw_mtu) if hw_mtu else server_mtu
+                if hw_mtu and hw_mtu < server_mtu:
+                    log.warning("%s has MTU %d, below the server's mtu %d: using %d", transport, hw_mtu,
+                                server_mtu, hw_mtu)
+            else:
+                target_mtu = hw_mtu or DEFAULT_UNIX_MTU
             try:
-                target = Target(exports, target_mac, target_mtu, bufcnt, mac_allow=allow)
+                target = Target(exports, target_mac, target_mtu, bufcnt or p.DEFAULT_BUFCNT, mac_allow=allow)
             except ValueError as e:
                 raise click.UsageError(str(e)) from None
-            server = Server(
+            server_loop = Server(
                 target,
                 transport,
                 announce_interval=None if isinstance(address, InterfaceAddress) else 1.0,
@@ -216,17 +365,19 @@ def serve_command(
             raise
         for exp in exports:
             log.info("%s", _start_message(exp, transport))
+        if plan is not None:
+            for name in plan.skipped:
+                log.info("exports.%s: not served, no machine boots from it", name)
         log.info(
-            "pid %d, MAC %s, MTU %d (%d sectors per frame), bufcnt %d%s",
+            "pid %d, MAC %s, MTU %d (%d sectors per frame), bufcnt %s",
             os.getpid(),
             p.format_mac(target_mac),
             target_mtu,
             target.max_scnt,
-            bufcnt,
-            f", allowed MACs {', '.join(p.format_mac(m) for m in allow)}" if allow else "",
+            ", ".join(sorted({str(exp.bufcnt or target.bufcnt) for exp in exports})),
         )
-        server.install_signal_handlers()
-        server.serve_forever()
+        server_loop.install_signal_handlers()
+        server_loop.serve_forever()
         log.info("stopped")
     finally:
         for exp in exports:

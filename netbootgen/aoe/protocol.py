@@ -51,7 +51,7 @@ MAX_SCNT = 255
 MIN_MTU = ATA_HEADER_LEN + SECTOR_SIZE  # smallest MTU that carries one sector (and IDENTIFY)
 
 FIRMWARE_VERSION = 0x0100
-DEFAULT_BUFCNT = 16
+DEFAULT_BUFCNT = 64  # Linux keeps min(bufcnt, aoe_maxout = 64) frames in flight; see docs/benchmarks.md
 DEFAULT_MODEL = "netbootgen AoE target"
 DEFAULT_FIRMWARE = "NBG 0.1"
 

@@ -137,7 +137,14 @@ class Export:
         sync: bool = False,
         direct: bool = False,
         hostname: str | None = None,
+        bufcnt: int | None = None,
+        mac_allow: Iterable[bytes] = (),
     ) -> None:
+        if bufcnt is not None and not 2 <= bufcnt <= 0xFFFF:
+            raise ValueError(f"bufcnt {bufcnt} out of range 2-65535 (Linux sends nothing below 2)")
+        allow = list(dict.fromkeys(bytes(m) for m in mac_allow))
+        if any(len(m) != 6 for m in allow):
+            raise ValueError("allowed MACs must be 6 bytes")
         self.spec = spec
         self.shelf = spec.shelf
         self.slot = spec.slot
@@ -145,6 +152,7 @@ class Export:
         self.readonly = spec.readonly
         self.sync = sync
         self.direct = direct
+        self.bufcnt = bufcnt  # advertised in config replies; None: the target's
         flags = (os.O_RDONLY if spec.readonly else os.O_RDWR) | os.O_CLOEXEC
         if sync:
             flags |= os.O_SYNC
@@ -178,13 +186,16 @@ class Export:
         )
         # Protocol state.
         self.config = b""
-        self.masks: list[bytes] = []
+        # Initiator MACs allowed (empty: everybody). Unlike an edit through the mask command, the initial
+        # list may exceed MAX_MASKS (an inventory export shared by many machines).
+        self.masks: list[bytes] = allow
         self.reservations: list[bytes] = []
         # Counters.
         self.frames = 0
         self.bytes_read = 0
         self.bytes_written = 0
         self.errors = 0
+        self.denied = 0  # frames from initiators not on the allow-list (ignored)
 
     def __repr__(self) -> str:
         return f"Export({self.name} -> {os.fspath(self.spec.path)}, {self.sectors} sectors)"
@@ -251,6 +262,7 @@ class Export:
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,
             "errors": self.errors,
+            "denied": self.denied,
         }
 
     def format_counters(self) -> str:
@@ -270,6 +282,7 @@ class Target:
         mac_allow: Iterable[bytes] = (),
         firmware_version: int = p.FIRMWARE_VERSION,
     ) -> None:
+        """`mac_allow`, when not empty, replaces every export's own allow-list."""
         if not exports:
             raise ValueError("a target needs at least one export")
         if len(mac) != 6:
@@ -292,8 +305,9 @@ class Target:
             raise ValueError("allowed MACs must be 6 bytes")
         if len(allow) > p.MAX_MASKS:
             raise ValueError(f"at most {p.MAX_MASKS} allowed MACs")
-        for exp in self.exports:
-            exp.masks = list(allow)
+        if allow:
+            for exp in self.exports:
+                exp.masks = list(allow)
         self.mac = bytes(mac)
         self.mtu = mtu
         self.bufcnt = bufcnt
@@ -362,6 +376,7 @@ class Target:
         self, exp: Export, f: memoryview, n: int, src: bytes, verfl: int, cmd: int, tag: int, send: SendFn
     ) -> int:
         if exp.masks and src not in exp.masks:
+            exp.denied += 1
             return 0
         self.requests += 1
         exp.frames += 1
@@ -483,7 +498,7 @@ class Target:
             tag,
             ccmd=ccmd,
             config=exp.config,
-            bufcnt=self.bufcnt,
+            bufcnt=exp.bufcnt or self.bufcnt,
             firmware=self.firmware_version,
             scnt=self.max_scnt,
             flags=p.FLAG_RESPONSE | (p.FLAG_ERROR if error else 0),
@@ -556,10 +571,12 @@ class Target:
                 return 1
         elif mcmd != p.MaskCommand.READ:
             return self._error(exp, f, 28, src, p.AoeError.BAD_ARGUMENT, send)
+        # An initial list longer than MAX_MASKS is reported as far as one frame and the count byte allow.
+        shown = exp.masks[: min(255, (self.mtu - p.MASK_HEADER_LEN) // p.MASK_DIRECTIVE_LEN)]
         reply = (
             self._reply_header(exp, f, src)
-            + p.MASK_ARGS.pack(0, mcmd, 0, len(exp.masks))
-            + b"".join(b"\0\0" + mac for mac in exp.masks)
+            + p.MASK_ARGS.pack(0, mcmd, 0, len(shown))
+            + b"".join(b"\0\0" + mac for mac in shown)
         )
         send(memoryview(p.pad_frame(bytes(reply))))
         return 1

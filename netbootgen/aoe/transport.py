@@ -116,12 +116,21 @@ def parse_transport(text: str) -> TransportAddress:
 # -- socket helpers ------------------------------------------------------------------------------
 
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
 def _tune(sock: socket.socket) -> None:
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+    """SOCKET_BUFFER for both directions: 64 jumbo frames in flight need about 1 MiB, above the default
+    net.core.rmem_max. With CAP_NET_ADMIN the *BUFFORCE options pass the limit (for this socket only)."""
+    for force, opt in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
         except OSError:
-            pass
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError:
+                pass
 
 
 def _set_timeout(sock: socket.socket, option: int, seconds: float) -> None:
@@ -203,6 +212,7 @@ class _DatagramTransport(Transport):
     """Shared receive loop of the datagram-style transports (unix-dgram, AF_PACKET)."""
 
     sock: socket.socket | None
+    drain_first = True  # read every queued request before answering (else answer each one at once)
 
     def __init__(self) -> None:
         super().__init__()
@@ -217,6 +227,37 @@ class _DatagramTransport(Transport):
         sel.register(self.sock, selectors.EVENT_READ, self._on_readable)
 
     def _on_readable(self, mask: int) -> None:
+        if self.drain_first:
+            self._drain_then_answer()
+        else:
+            self._answer_each()
+
+    def _answer_each(self) -> None:
+        # Answer every request as soon as it is read (lowest latency, so the initiator's window keeps moving),
+        # then linger in recv() (SO_RCVTIMEO) for the next one rather than going back to select().
+        assert self.sock is not None
+        recv_into = self.sock.recv_into
+        mv, feed, send = self._mv, self._feed, self._send
+        frame = mv[:MAX_FRAME]
+        flags: int = socket.MSG_DONTWAIT
+        deadline = time.monotonic() + RECV_SLICE
+        count = 0
+        while True:
+            try:
+                n = recv_into(frame, MAX_FRAME, flags)
+            except (BlockingIOError, TimeoutError):
+                return
+            except OSError as e:
+                log.debug("receive error: %s", e)
+                return
+            if feed(frame[:n], send) and not self.peer_seen:
+                self.peer_seen = True
+            flags = 0
+            count += 1
+            if not count & 63 and time.monotonic() > deadline:
+                return
+
+    def _drain_then_answer(self) -> None:
         # First drain every queued request, then answer them: a unix datagram socket only
         # queues net.unix.max_dgram_qlen (10) datagrams, and QEMU busy-polls while ours is full.
         # Then, rather than going back to select(), linger in recv() (SO_RCVTIMEO) for the next
@@ -313,6 +354,8 @@ class UnixDgramTransport(_DatagramTransport):
 
 class InterfaceTransport(_DatagramTransport):
     """AF_PACKET socket bound to one interface and the AoE ethertype; announces only once."""
+
+    drain_first = False
 
     def __init__(self, address: InterfaceAddress) -> None:
         super().__init__()

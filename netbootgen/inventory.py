@@ -66,7 +66,7 @@ class Export:
     readonly: bool = False
     sync: bool = False
     direct: bool = False
-    bufcnt: int = 16
+    bufcnt: int = 64  # Linux keeps min(bufcnt, 64) frames in flight; both vblade and netbootgen gain
     offset: int = 0
     length: int | None = None
 
@@ -358,7 +358,7 @@ def _export(c: _Checker, name: str, raw: dict[str, Any]) -> Export:
         readonly=c.bool_(raw, "readonly", key),
         sync=c.bool_(raw, "sync", key),
         direct=c.bool_(raw, "direct", key),
-        bufcnt=c.int_(raw, "bufcnt", key, 16, 2, 65535) or 16,
+        bufcnt=c.int_(raw, "bufcnt", key, 64, 2, 65535) or 64,
         offset=c.int_(raw, "offset", key, 0, 0, 2**48) or 0,
         length=c.int_(raw, "length", key, None, 1, 2**48),
     )

@@ -109,7 +109,7 @@ def test_plan_deny_by_default(tmp_path: Path) -> None:
     by_name = {e.spec.name: e for e in plan.exports}
     assert sorted(by_name) == ["e0.1", "e0.2"]
     one, two = by_name["e0.1"], by_name["e0.2"]
-    assert one.mac_allow == (p.parse_mac(NODE1),) and one.bufcnt == 16 and not one.spec.readonly
+    assert one.mac_allow == (p.parse_mac(NODE1),) and one.bufcnt == 64 and not one.spec.readonly
     assert set(two.mac_allow) == {p.parse_mac(NODE2), p.parse_mac(NODE3)}
     assert (two.bufcnt, two.spec.readonly, two.spec.offset, two.spec.length) == (8, True, 8, 16)
     assert two.label == "exports.root-node2"
@@ -188,7 +188,7 @@ def test_serve_inventory_over_unix_dgram(tmp_path: Path, sockdir: Path) -> None:
             # node1 sees e0.1 only; the server's mtu 9000 gives 17 sectors per frame.
             ini = Initiator(ch, mac=p.parse_mac(NODE1), shelf=0, slot=1, timeout=2.0)
             cfg = ini.query()
-            assert (cfg.bufcnt, cfg.scnt) == (16, 17)
+            assert (cfg.bufcnt, cfg.scnt) == (64, 17)
             data = os.urandom(17 * 512)
             ini.write(5, data)
             assert ini.read(5, 17) == data
@@ -217,6 +217,6 @@ def test_serve_inventory_over_unix_dgram(tmp_path: Path, sockdir: Path) -> None:
     assert f"e0.1 -> {tmp_path}/a.img (64 sectors, rw, allowed MACs {NODE1}) on unix-dgram:" in err
     assert f"e0.2 -> {tmp_path}/b.img (16 sectors, sectors 8-23, ro, allowed MACs {NODE2}, {NODE3})" in err
     assert "exports.spare: not served, no machine boots from it" in err
-    assert "MTU 9000 (17 sectors per frame), bufcnt 16, 8" in err
+    assert "MTU 9000 (17 sectors per frame), bufcnt 64, 8" in err
     assert "e0.1: frames=3 bytes_read=8704 bytes_written=8704 errors=0" in err
     assert "e0.2: frames=4 bytes_read=512 bytes_written=0 errors=1" in err

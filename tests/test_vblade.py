@@ -203,7 +203,7 @@ def test_one_unit_per_used_export_and_none_for_an_unused_one(fleet: Inventory) -
 def test_exec_start_of_a_plain_export(fleet: Inventory) -> None:
     unit = render_units(fleet)["export/netbootgen-aoe-root-node1.service"].text
     assert values(unit, "ExecStart") == [
-        "/usr/sbin/vblade -b 16 -m 52:54:00:12:34:56 0 1 br-lan /srv/aoe/node1.img"]
+        "/usr/sbin/vblade -b 64 -m 52:54:00:12:34:56 0 1 br-lan /srv/aoe/node1.img"]
 
 
 def test_exec_start_carries_every_mac_and_option(fleet: Inventory) -> None:

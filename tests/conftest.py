@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,11 @@ def tree_snapshot(top: Path) -> dict[str, tuple[bytes, int, int]]:
 def snapshot() -> Callable[[Path], dict[str, tuple[bytes, int, int]]]:
     return tree_snapshot
 
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    """A short directory for unix socket paths (tmp_path may exceed the 107-byte limit)."""
+    d = Path(tempfile.mkdtemp(prefix="aoe-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -14,13 +11,6 @@ from click.testing import CliRunner
 
 from netbootgen.aoe.command import default_mac, open_exports, parse_export_options, serve_command
 from netbootgen.aoe.target import ExportSpec
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="aoe-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

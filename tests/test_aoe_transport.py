@@ -9,7 +9,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -33,14 +32,6 @@ from netbootgen.aoe.transport import (
 
 TMAC = bytes.fromhex("020000000102")
 SECTORS = 2048
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    """A short directory for unix socket paths (tmp_path may exceed the 107-byte limit)."""
-    d = Path(tempfile.mkdtemp(prefix="aoe-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

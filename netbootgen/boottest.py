@@ -21,7 +21,6 @@ from netbootgen.generate import render_inventory
 from netbootgen.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
 from netbootgen.inventory import Export, Inventory, Machine
 from netbootgen.kernel.fetch import KernelTree, profile_kernel
-from netbootgen.modules.aoe import MODULE_DIR
 from netbootgen.output import write_tree
 from netbootgen.pxe.menu import kernel_args
 from netbootgen.qemu import QemuSpec, probe_kvm, qemu_argv
@@ -153,10 +152,9 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     kernel = profile_kernel(profile, cache)
     say(f"kernel {kernel.version} ready in {kernel.root}")
     files = render_inventory(inv)
-    module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}
     flavour = "systemd" if opts.systemd else "shell-only"
     say(f"building the {flavour} initrd with dracut and 95aoe (cached when nothing changed) ...")
-    spec = InitrdSpec(kernel, module, tuple(d for d, _ in profile.nic_drivers), systemd=opts.systemd)
+    spec = InitrdSpec.for_profile(kernel, files, profile, systemd=opts.systemd)
     initrd = build_initrd(spec, cache)
     remove_stale(cache, initrd.path)
     say(f"initrd {initrd.path.name}: {initrd.size / 1e6:.1f} MB, "

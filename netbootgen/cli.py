@@ -17,10 +17,6 @@ inventory_arg = click.argument(
 )
 
 
-def _load(inventory: Path | None):  # type: ignore[no-untyped-def]
-    return load_inventory(inventory)
-
-
 def _progress(msg: str) -> None:
     click.echo(msg, err=True)
 
@@ -56,7 +52,7 @@ def validate(inventory: Path | None) -> None:
     """Check INVENTORY and report every error at once (exit status 2 when there are any)."""
     from netbootgen.generate import render_inventory
 
-    inv = _load(inventory)
+    inv = load_inventory(inventory)
     render_inventory(inv)  # generators check what only they know (e.g. a NIC driver's Kconfig symbol)
     click.echo(
         f"{inv.source}: ok ({len(inv.machines)} machines, {len(inv.exports)} exports, "
@@ -74,7 +70,7 @@ def render(inventory: Path | None, out: Path, prune: bool) -> None:
     from netbootgen.generate import render_inventory
     from netbootgen.output import write_tree
 
-    inv = _load(inventory)
+    inv = load_inventory(inventory)
     report = write_tree(out, render_inventory(inv), prune=prune)
     click.echo(
         f"{out}: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
@@ -94,21 +90,19 @@ def build(inventory: Path | None, out: Path, flavour: str) -> None:
     from netbootgen.generate import render_inventory
     from netbootgen.initrd import InitrdSpec, build_initrd
     from netbootgen.kernel.fetch import profile_kernel
-    from netbootgen.modules.aoe import MODULE_DIR
     from netbootgen.output import write_tree
     from netbootgen.tftp import install_boot_files, install_pxelinux
 
-    inv = _load(inventory)
+    inv = load_inventory(inventory)
     files = render_inventory(inv)
     write_tree(out, files)
-    module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}
     tftp = out / "tftp"
     install_pxelinux(tftp)
     for p in inv.profiles.values():
         _progress(f"profile {p.name}: kernel {p.kernel_path or p.kernel_version} ...")
         kernel = profile_kernel(p, cache_dir())
         _progress(f"profile {p.name}: building the {flavour} initrd for {kernel.version} with dracut ...")
-        spec = InitrdSpec(kernel, module, tuple(d for d, _ in p.nic_drivers), systemd=flavour == "systemd")
+        spec = InitrdSpec.for_profile(kernel, files, p, systemd=flavour == "systemd")
         res = build_initrd(spec, cache_dir())
         install_boot_files(tftp, p.name, kernel.vmlinuz, res.path)
         how = "cached" if res.cached else f"built in {res.seconds:.1f} s"
@@ -140,7 +134,7 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
     from netbootgen.boottest import boot_test as run_boot_test
     from netbootgen.output import write_file
 
-    inv = _load(inventory)
+    inv = load_inventory(inventory)
     opts = BootTestOptions(machine=machine, via=via, accel=accel, systemd=flavour == "systemd",
                            stage_timeout=stage_timeout, workdir=workdir)
     result = run_boot_test(inv, opts, cache_dir(), _progress)

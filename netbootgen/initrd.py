@@ -9,7 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from netbootgen.inventory import Profile
 from netbootgen.kernel.fetch import KernelTree
+from netbootgen.modules.aoe import MODULE_DIR
 from netbootgen.render import FileTree
 from netbootgen.run import need_binary, run
 
@@ -24,6 +26,12 @@ class InitrdSpec:
     module: FileTree  # the 95aoe files, keyed "dracut/95aoe/<name>"
     drivers: tuple[str, ...]  # NIC drivers
     systemd: bool = True  # systemd initrd, or dracut's shell-only initrd (--omit systemd)
+
+    @classmethod
+    def for_profile(cls, kernel: KernelTree, files: FileTree, profile: Profile, *, systemd: bool) -> InitrdSpec:
+        """The initrd of `profile`: the rendered 95aoe files out of `files`, the profile's NIC drivers."""
+        module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}
+        return cls(kernel, module, tuple(d for d, _ in profile.nic_drivers), systemd=systemd)
 
     def all_drivers(self) -> list[str]:
         bus = {"virtio_pci"} if "virtio_net" in self.drivers else set()

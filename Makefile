@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 APT_PACKAGES := qemu-system-x86 qemu-utils dracut-core pxelinux syslinux-common ipxe-qemu busybox-static \
-	e2fsprogs vblade aoetools shellcheck systemd iproute2 kmod cpio
+	e2fsprogs vblade aoetools shellcheck systemd iproute2 kmod cpio gcc libc6-dev python3-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 STAMP := $(VENV)/.installed
 
@@ -31,7 +31,7 @@ deps:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py netbootgen/aoe/_fastpath.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

@@ -8,11 +8,12 @@ and `dd oflag=direct` writes of 1 MiB blocks with the guest's CLOCK_MONOTONIC in
     python bench/aoe_qemu_bench.py --kernel-dir ~/.cache/netbootgen/kernels/6.1.0-56-amd64 \\
         --setup netbootgen-tap --setup vblade-tap --mtu 1500 --mtu 9000 --runs 3
 
-Setups: netbootgen-dgram, netbootgen-stream (unix sockets, no root); netbootgen-tap and vblade-tap (the
-same tap device path, needs root). Every setup serves the same image file; before each run the image is
-read once on the host so that every run finds it in the page cache. Rounds alternate the setups. Each tool
-runs with its own default bufcnt unless --bufcnt N is given (then both use N). Prints one line per run,
-then medians (with min-max), and the ratio netbootgen/vblade per figure.
+Setups: netbootgen-dgram, netbootgen-stream (unix sockets, no root); netbootgen-tap, netbootgen-py-tap
+(`--hot-path python`: no C engine) and vblade-tap (the same tap device path, needs root). Every setup serves
+the same image file; before each run the image is read once on the host so that every run finds it in the
+page cache. Rounds alternate the setups. Each tool runs with its own default bufcnt unless --bufcnt N is given
+(then both use N). Prints one line per run, then medians (with min-max), and the ratio netbootgen/vblade per
+figure.
 """
 
 from __future__ import annotations
@@ -37,17 +38,23 @@ wait_dev /dev/etherd/e1.2 30 || { echo BENCH-FAIL no device; poweroff -f; }
 for o in $(cat /proc/cmdline); do case $o in rmb=*) R=${o#rmb=};; wmb=*) W=${o#wmb=};; esac; done
 echo "BENCH-PAYLOAD $(cat '/sys/block/etherd!e1.2/payload')"
 idle() { set -- $(head -1 /proc/stat); echo $5; }
+iowait() { set -- $(head -1 /proc/stat); echo $6; }
 # Nanosecond clock (CLOCK_MONOTONIC, "now at N nsecs"): /proc/uptime only counts in 10 ms steps.
 up() { set -- $(grep -m1 '^now at' /proc/timer_list); echo "$3"; }
-i0=$(idle); t0=$(up); dd if=/dev/etherd/e1.2 of=/dev/null bs=1M count=$R iflag=direct 2>/dev/null; t1=$(up); i1=$(idle)
-echo "BENCH-READ $R $t0 $t1 $((i1 - i0))"
-i0=$(idle); t0=$(up); dd if=/dev/zero of=/dev/etherd/e1.2 bs=1M count=$W oflag=direct 2>/dev/null; t1=$(up); i1=$(idle)
-echo "BENCH-WRITE $W $t0 $t1 $((i1 - i0))"
+mark() { i=$(idle); w=$(iowait); }
+mark; i0=$i; w0=$w; t0=$(up)
+dd if=/dev/etherd/e1.2 of=/dev/null bs=1M count=$R iflag=direct 2>/dev/null
+t1=$(up); mark; i1=$i; w1=$w
+echo "BENCH-READ $R $t0 $t1 $((i1 - i0)) $((w1 - w0))"
+mark; i0=$i; w0=$w; t0=$(up)
+dd if=/dev/zero of=/dev/etherd/e1.2 bs=1M count=$W oflag=direct 2>/dev/null
+t1=$(up); mark; i1=$i; w1=$w
+echo "BENCH-WRITE $W $t0 $t1 $((i1 - i0)) $((w1 - w0))"
 echo BENCH-DONE
 poweroff -f
 """
 
-SETUPS = ["netbootgen-dgram", "netbootgen-stream", "netbootgen-tap", "vblade-tap"]
+SETUPS = ["netbootgen-dgram", "netbootgen-stream", "netbootgen-tap", "netbootgen-py-tap", "vblade-tap"]
 
 
 def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -93,11 +100,13 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
                 "netbootgen-dgram": f"unix-dgram:{work}/t.sock:{work}/q.sock",
                 "netbootgen-stream": f"unix-stream:{work}/s.sock",
                 "netbootgen-tap": f"iface:{tap}",
+                "netbootgen-py-tap": f"iface:{tap}",
             }[setup]
+            hot_path = ["--hot-path", "python"] if setup == "netbootgen-py-tap" else []
             mtu_args = [] if setup.endswith("-tap") else ["--mtu", str(mtu)]
             target = subprocess.Popen(
                 [sys.executable, "-m", "netbootgen.aoe", "--export", f"1.2={disk}", *bufcnt,
-                 "--transport", transport, "--ready-file", os.fspath(ready), *mtu_args],
+                 "--transport", transport, "--ready-file", os.fspath(ready), *mtu_args, *hot_path],
                 stderr=subprocess.PIPE,
             )  # fmt: skip
             wait_for(ready, target)
@@ -132,13 +141,15 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
     m = re.search(r"e1\.2: frames=(\d+)", target_log)
     res["frames"] = float(m.group(1)) if m else 0.0
     for kind in ("READ", "WRITE"):
-        m = re.search(rf"BENCH-{kind} (\d+) (\d+) (\d+) (\d+)", text)
+        m = re.search(rf"BENCH-{kind} (\d+) (\d+) (\d+) (\d+) (\d+)", text)
         assert m, text
         mb, t0, t1 = int(m.group(1)), int(m.group(2)) / 1e9, int(m.group(3)) / 1e9  # nanoseconds
         res[kind.lower()] = mb * 1.048576 / max(t1 - t0, 1e-6)
         res["io_time"] += t1 - t0
         # Guest idle share while dd ran (USER_HZ = 100 ticks per second): time spent waiting for the target.
         res[f"{kind.lower()}_idle"] = min(1.0, int(m.group(4)) / 100 / max(t1 - t0, 0.01))
+        # iowait: idle with dd blocked on the AoE device (waiting for the target's replies).
+        res[f"{kind.lower()}_iowait"] = min(1.0, int(m.group(5)) / 100 / max(t1 - t0, 0.01))
     m = re.search(r"BENCH-PAYLOAD (\d+)", text)
     res["payload"] = float(m.group(1)) if m else 0.0
     return res
@@ -207,6 +218,7 @@ def main() -> int:
                         f"read {r['read']:6.1f} MB/s  write {r['write']:6.1f} MB/s  "
                         f"(target CPU {r['target_cpu']:.1f}s, QEMU CPU {r['qemu_cpu']:.1f}s, "
                         f"guest I/O {r['io_time']:.1f}s, guest idle {r['read_idle']:.0%}/{r['write_idle']:.0%}, "
+                        f"iowait {r['read_iowait']:.0%}/{r['write_iowait']:.0%}, "
                         f"frames {int(r['frames'])}, dropped {int(r['dropped'])})",
                         flush=True,
                     )

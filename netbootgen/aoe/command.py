@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from netbootgen.aoe import fastpath
 from netbootgen.aoe import protocol as p
 from netbootgen.aoe.target import Export, ExportSpec, Target, parse_export_spec
 from netbootgen.aoe.transport import (
@@ -18,6 +19,7 @@ from netbootgen.aoe.transport import (
     InterfaceAddress,
     Server,
     Transport,
+    UnixStreamAddress,
     open_transport,
     parse_transport,
 )
@@ -239,6 +241,14 @@ def _start_message(exp: Export, transport: Transport) -> str:
     f"{p.DEFAULT_BUFCNT}; with INVENTORY each export's bufcnt].",
 )
 @click.option(
+    "--hot-path",
+    type=click.Choice(fastpath.HOT_PATHS),
+    default="auto",
+    show_default=True,
+    help="Who answers READ/WRITE requests: c (batched, netbootgen.aoe._fastpath; datagram transports), python, "
+    "or auto (c when it is built and the transport is unix-dgram or iface).",
+)
+@click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -255,6 +265,7 @@ def serve_command(
     mtu: int | None,
     mac_value: str | None,
     bufcnt: int | None,
+    hot_path: str,
     ready_file: Path | None,
 ) -> None:
     """Serve files or block devices over ATA-over-Ethernet to QEMU guests or a real interface.
@@ -308,6 +319,10 @@ def serve_command(
         address = parse_transport(transport_value)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'--transport'") from None
+    try:
+        fastpath.resolve(hot_path, datagram=not isinstance(address, UnixStreamAddress))
+    except ValueError as e:
+        raise _bad("--hot-path", hot_path, str(e)) from None
     allow: list[bytes] = []
     for value in mac_allow:
         try:
@@ -335,7 +350,7 @@ def serve_command(
     exports = open_served(items, fail)
     try:
         try:
-            transport = open_transport(address)
+            transport = open_transport(address, hot_path)
         except OSError as e:
             raise _bad("--transport", transport_value, e.strerror or str(e)) from None
         try:
@@ -369,12 +384,13 @@ def serve_command(
             for name in plan.skipped:
                 log.info("exports.%s: not served, no machine boots from it", name)
         log.info(
-            "pid %d, MAC %s, MTU %d (%d sectors per frame), bufcnt %s",
+            "pid %d, MAC %s, MTU %d (%d sectors per frame), bufcnt %s, hot path %s",
             os.getpid(),
             p.format_mac(target_mac),
             target_mtu,
             target.max_scnt,
             ", ".join(sorted({str(exp.bufcnt or target.bufcnt) for exp in exports})),
+            transport.hot_path,
         )
         server_loop.install_signal_handlers()
         server_loop.serve_forever()

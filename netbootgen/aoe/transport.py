@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from netbootgen.aoe import fastpath
 from netbootgen.aoe import protocol as p
 from netbootgen.aoe.target import Target
 
@@ -175,8 +176,11 @@ def _unlink_if_ours(path: Path, ident: tuple[int, int] | None) -> None:
 class Transport(ABC):
     """Moves frames between peers and a Target; driven by a selector owned by `Server`."""
 
+    datagram = False  # frames are datagrams (the C hot path can serve this transport)
+
     def __init__(self) -> None:
         self.dropped = 0  # replies that could not be sent
+        self.hot_path = "python"  # "c" once register() attached the C engine
 
     @abstractmethod
     def open(self) -> None:
@@ -212,22 +216,67 @@ class _DatagramTransport(Transport):
     """Shared receive loop of the datagram-style transports (unix-dgram, AF_PACKET)."""
 
     sock: socket.socket | None
+    datagram = True
     drain_first = True  # read every queued request before answering (else answer each one at once)
 
-    def __init__(self) -> None:
+    def __init__(self, hot_path: str = "auto") -> None:
         super().__init__()
         self.sock = None
         self.peer_seen = False
+        self.requested_hot_path = hot_path
+        self._fast: fastpath.FastPath | None = None
         self._buf = bytearray(DRAIN_BUFFER)
         self._mv = memoryview(self._buf)
+
+    def _peer_path(self) -> str | None:
+        """Where the C engine sends replies (None: the bound socket's own destination)."""
+        return None
 
     def register(self, sel: selectors.BaseSelector, target: Target) -> None:
         assert self.sock is not None, "transport not open"
         self._feed = target.feed
+        self.hot_path = fastpath.resolve(self.requested_hot_path, datagram=True)
+        if self.hot_path == "c":
+            self._fast = fastpath.FastPath(target, self.sock.fileno(), self._peer_path())
         sel.register(self.sock, selectors.EVENT_READ, self._on_readable)
 
+    def stats(self) -> str:
+        text = f"dropped={self.dropped} hot_path={self.hot_path}"
+        if self._fast is not None:
+            self._absorb()
+            text += f" handed_to_python={self._fast.stats()['handed_over']}"
+        return text
+
+    def _absorb(self) -> None:
+        assert self._fast is not None
+        delta = self._fast.absorb()
+        self.dropped += delta["dropped"]
+        if delta["peer_lost"]:
+            self.peer_seen = False  # peer (QEMU) gone: start announcing again for its successor
+        elif delta["replies"]:
+            self.peer_seen = True
+
+    def _serve_fast(self) -> None:
+        # The C engine answers READ/WRITE in batches; everything else comes back here, in arrival order, and
+        # is answered by Target.feed, after which the access rules (mask list, reservations) are re-synced.
+        fast, feed, send = self._fast, self._feed, self._send
+        assert fast is not None
+        deadline = time.monotonic() + RECV_SLICE
+        while True:
+            state, frames = fast.run(max(0.0, deadline - time.monotonic()))
+            if frames:
+                for frame in frames:
+                    if feed(frame, send) and not self.peer_seen:
+                        self.peer_seen = True
+                fast.sync_access()
+            if state != fastpath.HANDED_OVER or time.monotonic() > deadline:
+                break
+        self._absorb()
+
     def _on_readable(self, mask: int) -> None:
-        if self.drain_first:
+        if self._fast is not None:
+            self._serve_fast()
+        elif self.drain_first:
             self._drain_then_answer()
         else:
             self._answer_each()
@@ -303,8 +352,8 @@ class _DatagramTransport(Transport):
 
 
 class UnixDgramTransport(_DatagramTransport):
-    def __init__(self, address: UnixDgramAddress) -> None:
-        super().__init__()
+    def __init__(self, address: UnixDgramAddress, hot_path: str = "auto") -> None:
+        super().__init__(hot_path)
         self.address = address
         self._peer = os.fspath(address.peer)
         self._ident: tuple[int, int] | None = None
@@ -323,6 +372,9 @@ class UnixDgramTransport(_DatagramTransport):
             sock.close()
             raise
         self.sock = sock
+
+    def _peer_path(self) -> str | None:
+        return self._peer
 
     def _send(self, frame: memoryview | bytes) -> None:
         assert self.sock is not None
@@ -357,8 +409,8 @@ class InterfaceTransport(_DatagramTransport):
 
     drain_first = False
 
-    def __init__(self, address: InterfaceAddress) -> None:
-        super().__init__()
+    def __init__(self, address: InterfaceAddress, hot_path: str = "auto") -> None:
+        super().__init__(hot_path)
         self.address = address
         self._announced = False
 
@@ -617,16 +669,21 @@ class UnixStreamTransport(Transport):
         self._ident = None
 
 
-def open_transport(address: TransportAddress | str) -> Transport:
-    """Create and open (bind) the transport for an address or address string."""
+def open_transport(address: TransportAddress | str, hot_path: str = "auto") -> Transport:
+    """Create and open (bind) the transport for an address or address string.
+
+    `hot_path`: "auto" (C for datagram transports when built), "c" or "python"; raises ValueError when "c"
+    cannot serve this transport.
+    """
     addr = parse_transport(address) if isinstance(address, str) else address
+    fastpath.resolve(hot_path, datagram=not isinstance(addr, UnixStreamAddress))
     transport: Transport
     if isinstance(addr, UnixDgramAddress):
-        transport = UnixDgramTransport(addr)
+        transport = UnixDgramTransport(addr, hot_path)
     elif isinstance(addr, UnixStreamAddress):
         transport = UnixStreamTransport(addr)
     else:
-        transport = InterfaceTransport(addr)
+        transport = InterfaceTransport(addr, hot_path)
     transport.open()
     return transport
 

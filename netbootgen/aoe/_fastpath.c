@@ -1,0 +1,470 @@
+/*
+ * netbootgen.aoe._fastpath: the AoE target's hot path in C.
+ *
+ * An Engine owns no protocol state of its own: Python (netbootgen.aoe.target.Target) stays the single
+ * authority. The engine answers only the common case, an ATA READ/WRITE SECTORS (EXT) request addressed to
+ * this target's MAC and to one export (exact shelf.slot), from an allowed initiator, while the export has no
+ * reservation. Every other frame (config, mask, reserve, IDENTIFY, broadcasts, errors of the AoE layer, runt
+ * frames, other ethertypes) is handed back to Python unchanged, in arrival order within a batch, and Python's
+ * Target.feed answers it. Python pushes the per-export access rules (allowed MACs, reservation) back into the
+ * engine whenever they change.
+ *
+ * Frames move in batches: recvmmsg() takes everything queued (waiting up to the socket's SO_RCVTIMEO for the
+ * first frame), the replies of the batch go out with one sendmmsg(). The reply bytes are exactly those
+ * Target.feed produces for the same request (tests/test_aoe_fastpath.py checks that frame by frame).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BATCH 32
+#define MAX_FRAME (1 << 17)         /* larger than any legal AoE frame (36 + 255 * 512) */
+#define MAX_REPLY (36 + 255 * 512)
+#define MIN_FRAME 60
+
+typedef struct {
+    unsigned shelf, slot;
+    int fd;
+    uint64_t base;    /* bytes */
+    uint64_t sectors; /* window length */
+    int readonly;
+    int fast;     /* 0: Python answers everything for this export (e.g. O_DIRECT) */
+    int reserved; /* a reservation is set: Python answers */
+    unsigned char *masks; /* allowed initiator MACs, 6 bytes each; none: everybody */
+    Py_ssize_t nmasks;
+    unsigned long long frames, bytes_read, bytes_written, errors;
+} export_t;
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    unsigned char mac[6];
+    unsigned max_scnt;
+    struct sockaddr_un peer;
+    socklen_t peerlen; /* 0: connected/bound socket, send() without an address */
+    export_t *exports;
+    Py_ssize_t nexports;
+    unsigned char *rx, *tx;
+    struct mmsghdr rmsg[BATCH], smsg[BATCH];
+    struct iovec riov[BATCH], siov[BATCH];
+    unsigned long long replies, dropped, peer_lost, handed_over;
+} Engine;
+
+static void engine_free_exports(Engine *self)
+{
+    for (Py_ssize_t i = 0; i < self->nexports; i++)
+        PyMem_Free(self->exports[i].masks);
+    PyMem_Free(self->exports);
+    self->exports = NULL;
+    self->nexports = 0;
+}
+
+static void Engine_dealloc(Engine *self)
+{
+    engine_free_exports(self);
+    PyMem_Free(self->rx);
+    PyMem_Free(self->tx);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Engine_init(Engine *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "mac", "max_scnt", "peer", NULL};
+    int fd;
+    Py_buffer mac;
+    unsigned max_scnt;
+    PyObject *peer = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iy*I|O", kwlist, &fd, &mac, &max_scnt, &peer))
+        return -1;
+    if (mac.len != 6 || max_scnt > 255) {
+        PyBuffer_Release(&mac);
+        PyErr_SetString(PyExc_ValueError, "mac must be 6 bytes and max_scnt at most 255");
+        return -1;
+    }
+    memcpy(self->mac, mac.buf, 6);
+    PyBuffer_Release(&mac);
+    self->fd = fd;
+    self->max_scnt = max_scnt;
+    self->peerlen = 0;
+    if (peer != Py_None) {
+        PyObject *enc;
+        if (!PyUnicode_FSConverter(peer, &enc))
+            return -1;
+        Py_ssize_t n = PyBytes_GET_SIZE(enc);
+        if (n <= 0 || (size_t)n >= sizeof(self->peer.sun_path)) {
+            Py_DECREF(enc);
+            PyErr_SetString(PyExc_ValueError, "peer socket path empty or too long");
+            return -1;
+        }
+        memset(&self->peer, 0, sizeof(self->peer));
+        self->peer.sun_family = AF_UNIX;
+        memcpy(self->peer.sun_path, PyBytes_AS_STRING(enc), (size_t)n);
+        self->peerlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        Py_DECREF(enc);
+    }
+    if (self->rx == NULL)
+        self->rx = PyMem_Malloc((size_t)BATCH * MAX_FRAME);
+    if (self->tx == NULL)
+        self->tx = PyMem_Malloc((size_t)BATCH * MAX_REPLY);
+    if (self->rx == NULL || self->tx == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < BATCH; i++) {
+        self->riov[i].iov_base = self->rx + (size_t)i * MAX_FRAME;
+        self->riov[i].iov_len = MAX_FRAME;
+        memset(&self->rmsg[i], 0, sizeof(self->rmsg[i]));
+        self->rmsg[i].msg_hdr.msg_iov = &self->riov[i];
+        self->rmsg[i].msg_hdr.msg_iovlen = 1;
+        memset(&self->smsg[i], 0, sizeof(self->smsg[i]));
+        self->smsg[i].msg_hdr.msg_iov = &self->siov[i];
+        self->smsg[i].msg_hdr.msg_iovlen = 1;
+        if (self->peerlen) {
+            self->smsg[i].msg_hdr.msg_name = &self->peer;
+            self->smsg[i].msg_hdr.msg_namelen = self->peerlen;
+        }
+    }
+    return 0;
+}
+
+/* set_exports([(shelf, slot, fd, base_bytes, sectors, readonly, fast), ...]) */
+static PyObject *Engine_set_exports(Engine *self, PyObject *arg)
+{
+    PyObject *seq = PySequence_Fast(arg, "set_exports expects a sequence of tuples");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    export_t *exps = PyMem_Calloc(n ? (size_t)n : 1, sizeof(export_t));
+    if (exps == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        export_t *e = &exps[i];
+        unsigned long long base, sectors;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "IIiKKpp", &e->shelf, &e->slot, &e->fd, &base,
+                              &sectors, &e->readonly, &e->fast)) {
+            PyMem_Free(exps);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        e->base = base;
+        e->sectors = sectors;
+    }
+    Py_DECREF(seq);
+    engine_free_exports(self);
+    self->exports = exps;
+    self->nexports = n;
+    Py_RETURN_NONE;
+}
+
+/* set_access(index, masks: bytes (6 bytes per MAC), reserved: bool) */
+static PyObject *Engine_set_access(Engine *self, PyObject *args)
+{
+    Py_ssize_t index;
+    Py_buffer masks;
+    int reserved;
+    if (!PyArg_ParseTuple(args, "ny*p", &index, &masks, &reserved))
+        return NULL;
+    if (index < 0 || index >= self->nexports || masks.len % 6) {
+        PyBuffer_Release(&masks);
+        PyErr_SetString(PyExc_ValueError, "bad export index or mask list");
+        return NULL;
+    }
+    unsigned char *copy = NULL;
+    if (masks.len) {
+        copy = PyMem_Malloc((size_t)masks.len);
+        if (copy == NULL) {
+            PyBuffer_Release(&masks);
+            return PyErr_NoMemory();
+        }
+        memcpy(copy, masks.buf, (size_t)masks.len);
+    }
+    export_t *e = &self->exports[index];
+    PyMem_Free(e->masks);
+    e->masks = copy;
+    e->nmasks = masks.len / 6;
+    e->reserved = reserved;
+    PyBuffer_Release(&masks);
+    Py_RETURN_NONE;
+}
+
+/* take_counters() -> [(frames, bytes_read, bytes_written, errors), ...] since the last call */
+static PyObject *Engine_take_counters(Engine *self, PyObject *unused)
+{
+    PyObject *list = PyList_New(self->nexports);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->nexports; i++) {
+        export_t *e = &self->exports[i];
+        PyObject *t = Py_BuildValue("(KKKK)", e->frames, e->bytes_read, e->bytes_written, e->errors);
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, t);
+        e->frames = e->bytes_read = e->bytes_written = e->errors = 0;
+    }
+    return list;
+}
+
+/* stats() -> dict: replies sent, replies dropped, sends that found no peer, frames handed to Python */
+static PyObject *Engine_stats(Engine *self, PyObject *unused)
+{
+    return Py_BuildValue("{sKsKsKsK}", "replies", self->replies, "dropped", self->dropped, "peer_lost",
+                         self->peer_lost, "handed_over", self->handed_over);
+}
+
+static inline int mac_listed(const export_t *e, const unsigned char *mac)
+{
+    for (Py_ssize_t i = 0; i < e->nmasks; i++)
+        if (memcmp(e->masks + 6 * i, mac, 6) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * Answer one frame. Returns the reply length (written to out), 0 for a frame dropped without reply, or -1
+ * when Python has to answer it.
+ */
+static Py_ssize_t answer(Engine *self, const unsigned char *f, size_t n, unsigned char *out)
+{
+    if (n < 36 || f[12] != 0x88 || f[13] != 0xA2 || (f[14] & 0xF8) != 0x10 || f[19] != 0)
+        return -1;
+    if (memcmp(f, self->mac, 6) != 0)
+        return -1;
+    unsigned acmd = f[27];
+    if (acmd != 0x20 && acmd != 0x24 && acmd != 0x30 && acmd != 0x34)
+        return -1;
+    unsigned shelf = ((unsigned)f[16] << 8) | f[17], slot = f[18];
+    export_t *e = NULL;
+    for (Py_ssize_t i = 0; i < self->nexports; i++)
+        if (self->exports[i].shelf == shelf && self->exports[i].slot == slot) {
+            e = &self->exports[i];
+            break;
+        }
+    if (e == NULL || !e->fast || e->reserved || (e->nmasks && !mac_listed(e, f + 6)))
+        return -1;
+    unsigned scnt = f[26];
+    if (scnt > self->max_scnt)
+        return -1; /* Python answers with the AoE "bad argument" error */
+    uint64_t lo = (uint64_t)f[28] | ((uint64_t)f[29] << 8) | ((uint64_t)f[30] << 16) | ((uint64_t)f[31] << 24);
+    uint64_t hi = (uint64_t)f[32] | ((uint64_t)f[33] << 8);
+    uint64_t lba = (acmd & 0x04) ? (lo | (hi << 32)) : (lo & 0x0FFFFFFF);
+    size_t nbytes = (size_t)scnt << 9;
+    size_t length = 36;
+    unsigned status = 0x40, err = 0, rscnt = 0;
+    e->frames++;
+    if (acmd & 0x10) { /* write */
+        if (n - 36 < nbytes)
+            return 0; /* runt write: dropped, the initiator retransmits */
+        if (lba + scnt > e->sectors) {
+            status = 0x41, err = 0x10, rscnt = scnt;
+        } else if (e->readonly) {
+            status = 0x41, err = 0x04, rscnt = scnt;
+        } else {
+            ssize_t done = pwrite(e->fd, f + 36, nbytes, (off_t)(e->base + (lba << 9)));
+            if (done >= 0 && (size_t)done == nbytes)
+                e->bytes_written += nbytes;
+            else
+                status = 0x41, err = 0x04, rscnt = scnt;
+        }
+    } else if (lba + scnt > e->sectors) {
+        status = 0x41, err = 0x10, rscnt = scnt;
+    } else {
+        ssize_t done = nbytes ? pread(e->fd, out + 36, nbytes, (off_t)(e->base + (lba << 9))) : 0;
+        if (done >= 0 && (size_t)done == nbytes) {
+            e->bytes_read += nbytes;
+            length = 36 + nbytes;
+        } else {
+            status = 0x41, err = 0x04, rscnt = scnt;
+        }
+    }
+    if (status != 0x40)
+        e->errors++;
+    memcpy(out, f + 6, 6);
+    memcpy(out + 6, self->mac, 6);
+    out[12] = 0x88;
+    out[13] = 0xA2;
+    out[14] = 0x18; /* version 1, response */
+    out[15] = 0;
+    out[16] = (unsigned char)(e->shelf >> 8);
+    out[17] = (unsigned char)e->shelf;
+    out[18] = (unsigned char)e->slot;
+    out[19] = 0;
+    memcpy(out + 20, f + 20, 16);
+    out[25] = (unsigned char)err;
+    out[26] = (unsigned char)rscnt;
+    out[27] = (unsigned char)status;
+    if (length < MIN_FRAME) {
+        memset(out + length, 0, MIN_FRAME - length);
+        length = MIN_FRAME;
+    }
+    return (Py_ssize_t)length;
+}
+
+static void send_batch(Engine *self, int count)
+{
+    int off = 0;
+    while (off < count) {
+        int r = sendmmsg(self->fd, &self->smsg[off], (unsigned)(count - off), 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == ENOENT || errno == ECONNREFUSED)
+                self->peer_lost++;
+            self->dropped++;
+            off++; /* drop the frame that failed, try the rest */
+            continue;
+        }
+        self->replies += (unsigned long long)r;
+        off += r;
+    }
+}
+
+static double monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * run(slice_seconds) -> (state, [frames for Python])
+ * state 0: the socket is drained (the linger of SO_RCVTIMEO passed without a frame); 1: frames for Python
+ * (call again after answering them); 2: the time slice is over.
+ */
+static PyObject *Engine_run(Engine *self, PyObject *args)
+{
+    double slice;
+    if (!PyArg_ParseTuple(args, "d", &slice))
+        return NULL;
+    int pending[BATCH];
+    int npending = 0, state = 0;
+    Py_BEGIN_ALLOW_THREADS
+    double deadline = monotonic() + slice;
+    int flags = MSG_DONTWAIT;
+    for (;;) {
+        for (int i = 0; i < BATCH; i++)
+            self->rmsg[i].msg_hdr.msg_flags = 0;
+        int got = recvmmsg(self->fd, self->rmsg, BATCH, flags, NULL);
+        if (got <= 0) {
+            state = 0; /* EAGAIN (drained or linger over), EINTR (let Python run its signal handlers) */
+            break;
+        }
+        int nsend = 0;
+        for (int i = 0; i < got; i++) {
+            unsigned char *out = self->tx + (size_t)nsend * MAX_REPLY;
+            size_t len = self->rmsg[i].msg_len;
+            if (self->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC)
+                len = MAX_FRAME;
+            Py_ssize_t r = answer(self, self->rx + (size_t)i * MAX_FRAME, len, out);
+            if (r > 0) {
+                self->siov[nsend].iov_base = out;
+                self->siov[nsend].iov_len = (size_t)r;
+                nsend++;
+            } else if (r < 0) {
+                pending[npending++] = i;
+            }
+        }
+        if (nsend)
+            send_batch(self, nsend);
+        if (npending) {
+            state = 1;
+            break;
+        }
+        if (monotonic() > deadline) {
+            state = 2;
+            break;
+        }
+        flags = MSG_WAITFORONE; /* block (up to SO_RCVTIMEO) for the first frame, then take what is queued */
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *list = PyList_New(npending);
+    if (list == NULL)
+        return NULL;
+    for (int k = 0; k < npending; k++) {
+        int i = pending[k];
+        size_t len = self->rmsg[i].msg_len;
+        if (len > MAX_FRAME)
+            len = MAX_FRAME;
+        PyObject *b = PyBytes_FromStringAndSize((const char *)self->rx + (size_t)i * MAX_FRAME, (Py_ssize_t)len);
+        if (b == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k, b);
+    }
+    self->handed_over += (unsigned long long)npending;
+    return Py_BuildValue("(iN)", state, list);
+}
+
+/* answer_frame(frame) -> bytes | None (no reply) | NotImplemented (Python answers): the hot path without
+ * sockets, for tests that compare it with Target.feed byte by byte. */
+static PyObject *Engine_answer_frame(Engine *self, PyObject *arg)
+{
+    Py_buffer f;
+    if (PyObject_GetBuffer(arg, &f, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t r = answer(self, f.buf, (size_t)f.len, self->tx);
+    PyBuffer_Release(&f);
+    if (r < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    if (r == 0)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)self->tx, r);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"set_exports", (PyCFunction)Engine_set_exports, METH_O, "Set the exports (shelf, slot, fd, base, sectors, "
+     "readonly, fast)."},
+    {"set_access", (PyCFunction)Engine_set_access, METH_VARARGS, "Set an export's allowed MACs and reservation."},
+    {"take_counters", (PyCFunction)Engine_take_counters, METH_NOARGS, "Per-export counters since the last call."},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Send statistics."},
+    {"run", (PyCFunction)Engine_run, METH_VARARGS, "Serve for up to a time slice; returns (state, frames)."},
+    {"answer_frame", (PyCFunction)Engine_answer_frame, METH_O, "Answer one frame without sockets (tests)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "netbootgen.aoe._fastpath.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "AoE READ/WRITE hot path on a datagram socket (AF_PACKET or unix datagram).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "netbootgen.aoe._fastpath", "The AoE target's hot path in C.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+    if (PyType_Ready(&EngineType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "BATCH", BATCH) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

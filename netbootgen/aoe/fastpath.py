@@ -1,0 +1,93 @@
+"""The C hot path (`netbootgen.aoe._fastpath`) and its link to a `Target`.
+
+The C engine answers ATA READ/WRITE requests on a datagram socket (AF_PACKET or unix datagram) in batches
+(`recvmmsg`/`sendmmsg`), with the same reply bytes as `Target.feed`. Every other frame comes back to Python,
+which answers it with `Target.feed` and then pushes the (possibly changed) MAC mask lists and reservations back
+into the engine. The `Target` stays the only owner of protocol state and counters.
+
+The extension is optional (it needs a C compiler at install time); `AVAILABLE` says whether it was built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netbootgen.aoe.target import Target
+
+try:
+    from netbootgen.aoe import _fastpath
+except ImportError:  # built without a C compiler
+    _fastpath = None
+
+AVAILABLE = _fastpath is not None
+HOT_PATHS = ("auto", "c", "python")
+
+# Engine.run() states
+DRAINED, HANDED_OVER, SLICE_OVER = 0, 1, 2
+
+
+def resolve(hot_path: str, datagram: bool) -> str:
+    """Pick "c" or "python" for a transport; raises ValueError when "c" cannot be honoured."""
+    if hot_path not in HOT_PATHS:
+        raise ValueError(f"unknown hot path {hot_path!r} (expected {', '.join(HOT_PATHS)})")
+    if hot_path == "c":
+        if not AVAILABLE:
+            raise ValueError("the C hot path is not built (netbootgen.aoe._fastpath is missing; reinstall with gcc)")
+        if not datagram:
+            raise ValueError("the C hot path serves datagram transports only (unix-dgram, iface)")
+        return "c"
+    if hot_path == "auto" and AVAILABLE and datagram:
+        return "c"
+    return "python"
+
+
+class FastPath:
+    """One C engine bound to a socket, answering for `target`'s exports."""
+
+    def __init__(self, target: Target, fd: int, peer: str | None = None) -> None:
+        if _fastpath is None:
+            raise RuntimeError("netbootgen.aoe._fastpath is not built")
+        self.target = target
+        self.engine: Any = _fastpath.Engine(fd, target.mac, target.max_scnt, peer)
+        self.engine.set_exports(
+            [(e.shelf, e.slot, e.fd, e.base, e.sectors, e.readonly, not e.direct) for e in target.exports]
+        )
+        self.sync_access()
+        self._stats = self.engine.stats()
+
+    def sync_access(self) -> None:
+        """Copy each export's MAC mask list and reservation state into the engine."""
+        for i, exp in enumerate(self.target.exports):
+            self.engine.set_access(i, b"".join(exp.masks), bool(exp.reservations))
+
+    def run(self, seconds: float) -> tuple[int, list[bytes]]:
+        """Serve for up to `seconds`; returns (state, frames that Python must answer)."""
+        state: int
+        frames: list[bytes]
+        state, frames = self.engine.run(seconds)
+        return state, frames
+
+    def answer(self, frame: bytes | bytearray | memoryview) -> Any:
+        """The engine's reply to one frame: bytes, None (no reply) or NotImplemented (Python answers)."""
+        return self.engine.answer_frame(frame)
+
+    def absorb(self) -> dict[str, int]:
+        """Add the engine's counters to the exports and the target; returns send statistics since last call."""
+        total = 0
+        for exp, (frames, bytes_read, bytes_written, errors) in zip(
+            self.target.exports, self.engine.take_counters(), strict=True
+        ):
+            exp.frames += frames
+            exp.bytes_read += bytes_read
+            exp.bytes_written += bytes_written
+            exp.errors += errors
+            total += frames
+        self.target.requests += total
+        now = self.engine.stats()
+        delta = {k: now[k] - self._stats[k] for k in now}
+        self._stats = now
+        return delta
+
+    def stats(self) -> dict[str, int]:
+        result: dict[str, int] = self.engine.stats()
+        return result

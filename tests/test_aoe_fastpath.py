@@ -1,0 +1,256 @@
+"""The C hot path (netbootgen.aoe._fastpath): the same reply bytes, counters and file contents as Target.feed.
+
+The differential fuzz feeds the same random and mutated frames to a pure-Python target and to a target whose
+READ/WRITE requests the C engine answers (everything else going to Python, as in the server). Then the socket
+tests run the engine in the real server loop over unix datagram sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_aoe_fuzz import CLIENT, POOL, _frame, _lba, _mutate
+
+from netbootgen.aoe import fastpath
+from netbootgen.aoe import protocol as p
+from netbootgen.aoe.client import DgramChannel, Initiator
+from netbootgen.aoe.command import serve_command
+from netbootgen.aoe.target import Export, ExportSpec, Target
+from netbootgen.aoe.transport import Server, open_transport
+
+TMAC = bytes.fromhex("020000000102")
+FRAMES = 100_000
+SEED = 0xFA57
+
+
+def test_extension_is_built() -> None:
+    # `pip install` builds it whenever gcc and the Python headers are there, which `make` installs.
+    assert fastpath.AVAILABLE, "netbootgen.aoe._fastpath was not built"
+    assert fastpath.resolve("auto", datagram=True) == "c"
+    assert fastpath.resolve("auto", datagram=False) == "python"
+    assert fastpath.resolve("python", datagram=True) == "python"
+    with pytest.raises(ValueError, match="datagram transports only"):
+        fastpath.resolve("c", datagram=False)
+    with pytest.raises(ValueError, match="unknown hot path"):
+        fastpath.resolve("fast", datagram=True)
+
+
+def _targets(tmp_path: Path, seed: int) -> tuple[Target, Target, list[Path]]:
+    """Two targets over identical copies of the same files: e1.2 a window of a.img, e1.3 b.img read-only."""
+    rng = random.Random(seed)
+    a, b = rng.randbytes(300 * 512), rng.randbytes(64 * 512)
+    paths = []
+    targets = []
+    for name in ("py", "c"):
+        (tmp_path / name).mkdir()
+        pa, pb = tmp_path / name / "a.img", tmp_path / name / "b.img"
+        pa.write_bytes(a)
+        pb.write_bytes(b)
+        paths += [pa, pb]
+        exports = [
+            Export(ExportSpec(1, 2, pa, offset=20, length=200), hostname="fuzz"),
+            Export(ExportSpec(1, 3, pb, readonly=True), hostname="fuzz"),
+        ]
+        targets.append(Target(exports, TMAC, mtu=9000))
+    return targets[0], targets[1], paths
+
+
+def _rw_frame(rng: random.Random, tag: int) -> bytes:
+    """A READ/WRITE request that the C engine is meant to answer, with the edge cases of its checks."""
+    dst = TMAC if rng.random() < 0.95 else p.BROADCAST_MAC
+    shelf, slot = rng.choice([(1, 2), (1, 2), (1, 3), (1, 4)])
+    verfl = rng.choice([0x10] * 8 + [0x11, 0x12, 0x14, 0x18, 0x20])
+    cmd = rng.choice([0x20, 0x24, 0x30, 0x34])
+    scnt = rng.choice([0, 1, 2, 2, 8, 17, 17, 18, 255])
+    data = b""
+    if cmd in (0x30, 0x34):
+        data = rng.randbytes(scnt * 512 if rng.random() < 0.9 else rng.randrange(0, scnt * 512 + 1))
+    frame = p.build_header(dst, rng.choice(POOL), shelf, slot, 0, tag)
+    frame = frame[:14] + bytes((verfl,)) + frame[15:]
+    args = bytes((rng.getrandbits(8), rng.getrandbits(8), scnt, cmd)) + _lba(rng).to_bytes(6, "little")
+    return p.pad_frame(frame + args + rng.randbytes(2) + data)
+
+
+def _unlock(target: Target) -> list[bytes]:
+    """Frames that clear every export's mask list and reservation (applied to `target`, returned for the other)."""
+    frames = []
+    for exp in target.exports:
+        src = exp.masks[0] if exp.masks else CLIENT
+        dirs = [(p.MaskDirective.DELETE, m) for m in exp.masks]
+        frames.append(p.build_mask_frame(TMAC, src, exp.shelf, exp.slot, 1, mcmd=1, directives=dirs))
+        frames.append(p.build_reserve_frame(TMAC, src, exp.shelf, exp.slot, 2, rcmd=2))
+        for frame in frames[-2:]:
+            target.handle(frame)
+        assert not exp.masks and not exp.reservations
+    return frames
+
+
+def test_differential_fuzz(tmp_path: Path) -> None:
+    py, ct, paths = _targets(tmp_path, SEED)
+    fast = fastpath.FastPath(ct, -1)
+    rng = random.Random(SEED)
+    answered = handed = 0
+    last = b""
+    try:
+        for i in range(FRAMES):
+            if i % 100 == 0:
+                # Random mask edits and reservations soon lock most requests out (and hand them to Python):
+                # lift them every 100 frames, through the protocol, on both targets.
+                for frame in _unlock(py):
+                    ct.handle(frame)
+                fast.sync_access()
+            tag = rng.getrandbits(32)
+            kind = rng.random()
+            if kind < 0.05:
+                frame = rng.randbytes(rng.randrange(0, 120))
+            elif kind < 0.30 and last:
+                frame = _mutate(rng, last)
+            elif kind < 0.55:
+                frame = _frame(rng, tag)
+            else:
+                frame = _rw_frame(rng, tag)
+            last = frame if len(frame) >= 24 else last
+            reply = fast.answer(frame)
+            if reply is NotImplemented:
+                handed += 1
+                got = ct.handle(frame)
+                fast.sync_access()
+            else:
+                answered += 1
+                got = [] if reply is None else [reply]
+            assert got == py.handle(frame), f"frame {i}: {frame[:40].hex()}"
+        fast.absorb()
+        assert ct.counters() == py.counters()
+        assert ct.requests == py.requests
+    finally:
+        py.close()
+        ct.close()
+    for a, b in zip(paths[:2], paths[2:], strict=True):
+        assert a.read_bytes() == b.read_bytes(), f"{b} differs from the Python target's file"
+    # Both paths were exercised a lot (READ/WRITE requests go to C, the rest to Python).
+    assert answered > 20_000 and handed > 20_000, (answered, handed)
+
+
+def test_direct_exports_stay_in_python(tmp_path: Path) -> None:
+    path = tmp_path / "d.img"
+    path.write_bytes(os.urandom(64 * 512))
+    try:
+        exp = Export(ExportSpec(1, 2, path), direct=True)
+    except OSError as e:  # tmpfs has no O_DIRECT
+        pytest.skip(f"O_DIRECT not supported on {tmp_path}: {e}")
+    target = Target([exp], TMAC)
+    fast = fastpath.FastPath(target, -1)
+    try:
+        frame = p.build_ata_frame(TMAC, CLIENT, 1, 2, 1, cmd=0x24, lba=0, scnt=2)
+        assert fast.answer(frame) is NotImplemented
+        (r,) = target.handle(frame)
+        assert r[36:] == path.read_bytes()[:1024]
+    finally:
+        target.close()
+
+
+def _burst(ch: DgramChannel, frames: list[bytes]) -> dict[int, bytes]:
+    """Send all frames without waiting while a thread collects the replies; returns them by tag."""
+    replies: dict[int, bytes] = {}
+
+    def receive() -> None:
+        while len(replies) < len(frames) and (r := ch.recv(2.0)) is not None:
+            replies[p.parse_header(r).tag] = r
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    for frame in frames:
+        ch.sock.settimeout(5.0)
+        ch.sock.sendto(frame, ch.remote)
+    thread.join(10)
+    assert len(replies) == len(frames), f"{len(replies)} replies to {len(frames)} requests"
+    return replies
+
+
+def _serve(target: Target, address: str) -> tuple[Server, threading.Thread]:
+    server = Server(target, open_transport(address, "c"), announce_interval=0.1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_server_loop_with_c_engine(tmp_path: Path, sockdir: Path) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(os.urandom(2048 * 512))
+    tsock, qsock = sockdir / "t.sock", sockdir / "q.sock"
+    exp = Export(ExportSpec(1, 2, disk))
+    target = Target([exp], TMAC)
+    server, thread = _serve(target, f"unix-dgram:{tsock}:{qsock}")
+    assert server.transport.hot_path == "c"
+    other = POOL[1]
+    try:
+        with DgramChannel(qsock, tsock) as ch:
+            assert ch.recv(2.0) is not None  # announcement (Python)
+            ini = Initiator(ch)
+            ini.query()
+            # A burst of 64 writes then 64 reads, all in flight at once (a thread receives meanwhile, as QEMU
+            # would): answered in batches, every tag exactly once.
+            blocks = {lba: os.urandom(1024) for lba in range(0, 128, 2)}
+            writes = [
+                p.build_ata_frame(TMAC, ini.mac, 1, 2, tag, cmd=0x34, lba=lba, scnt=2, aflags=0x41, data=data)
+                for tag, (lba, data) in enumerate(blocks.items(), 1000)
+            ]
+            acks = _burst(ch, writes)
+            assert sorted(acks) == list(range(1000, 1064)) and all(r[27] == 0x40 for r in acks.values())
+            reads = [p.build_ata_frame(TMAC, ini.mac, 1, 2, tag, cmd=0x24, lba=lba, scnt=2)
+                     for tag, lba in enumerate(blocks, 2000)]  # fmt: skip
+            got = _burst(ch, reads)
+            assert {tag: r[36:] for tag, r in got.items()} == {tag: blocks[lba] for tag, lba in enumerate(blocks, 2000)}
+            content = disk.read_bytes()
+            assert all(content[lba * 512 : lba * 512 + 1024] == d for lba, d in blocks.items())
+            # Out of range: the ATA error comes from C, byte for byte what Python would send.
+            bad = p.build_ata_frame(TMAC, ini.mac, 1, 2, 7, cmd=0x24, lba=2047, scnt=2)
+            ch.send(bad)
+            r = ch.recv(2.0)
+            assert r is not None and (r[25], r[27]) == (0x10, 0x41)
+            # A mask list set through the protocol (answered by Python) reaches the engine: a read from a MAC
+            # that is not on it gets no reply, one from the listed MAC does.
+            ch.send(p.build_mask_frame(TMAC, ini.mac, 1, 2, 8, mcmd=1, directives=[(p.MaskDirective.ADD, other)]))
+            r = ch.recv(2.0)
+            assert r is not None and [mac for _, mac in p.parse_mask(r).directives] == [other]
+            ch.send(p.build_ata_frame(TMAC, ini.mac, 1, 2, 9, cmd=0x24, lba=0, scnt=1))
+            assert ch.recv(0.5) is None
+            ch.send(p.build_ata_frame(TMAC, other, 1, 2, 10, cmd=0x24, lba=0, scnt=1))
+            r = ch.recv(2.0)
+            assert r is not None and r[:6] == other and r[36:548] == content[:512]
+            # A reservation for `other` alone: the C engine hands requests back, Python answers "reserved".
+            ch.send(p.build_mask_frame(TMAC, other, 1, 2, 11, mcmd=1, directives=[(p.MaskDirective.ADD, ini.mac)]))
+            assert ch.recv(2.0) is not None
+            ch.send(p.build_reserve_frame(TMAC, other, 1, 2, 12, rcmd=1, macs=[other]))
+            assert ch.recv(2.0) is not None
+            ch.send(p.build_ata_frame(TMAC, ini.mac, 1, 2, 13, cmd=0x24, lba=0, scnt=1))
+            r = ch.recv(2.0)
+            assert r is not None and r[14] == 0x1C and r[15] == p.AoeError.TARGET_RESERVED
+    finally:
+        server.stop()
+        thread.join(5)
+        exp.close()
+    assert not thread.is_alive()
+    # Counters gathered from both paths: 64 writes, 64 + 1 reads (+1 out of range, +1 denied, +1 reserved).
+    assert exp.bytes_written == 64 * 1024 and exp.bytes_read == 64 * 1024 + 512
+    assert exp.errors == 2 and exp.denied == 1
+    stats = server.transport.stats()
+    assert "hot_path=c" in stats and "dropped=0" in stats
+
+
+def test_cli_hot_path(tmp_path: Path, sockdir: Path) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(64 * 512))
+    result = CliRunner().invoke(
+        serve_command,
+        ["--export", f"1.2={disk}", "--transport", f"unix-stream:{sockdir}/s.sock", "--hot-path", "c"],
+    )
+    assert result.exit_code == 2
+    assert "'--hot-path'" in result.output and "datagram transports only" in result.output
+    result = CliRunner().invoke(serve_command, ["--export", f"1.2={disk}", "--transport", "x:y", "--hot-path", "z"])
+    assert result.exit_code == 2 and "'z' is not one of 'auto', 'c', 'python'" in result.output

@@ -41,15 +41,17 @@ idle() { set -- $(head -1 /proc/stat); echo $5; }
 iowait() { set -- $(head -1 /proc/stat); echo $6; }
 # Nanosecond clock (CLOCK_MONOTONIC, "now at N nsecs"): /proc/uptime only counts in 10 ms steps.
 up() { set -- $(grep -m1 '^now at' /proc/timer_list); echo "$3"; }
-mark() { i=$(idle); w=$(iowait); }
-mark; i0=$i; w0=$w; t0=$(up)
+# Interrupts of the NIC's receive and transmit queues (one vCPU: the count is the second field).
+irq() { set -- $(grep "virtio0-$1" /proc/interrupts); echo "${2:-0}"; }
+mark() { i=$(idle); w=$(iowait); rx=$(irq input); tx=$(irq output); }
+mark; i0=$i; w0=$w; r0=$rx; x0=$tx; t0=$(up)
 dd if=/dev/etherd/e1.2 of=/dev/null bs=1M count=$R iflag=direct 2>/dev/null
-t1=$(up); mark; i1=$i; w1=$w
-echo "BENCH-READ $R $t0 $t1 $((i1 - i0)) $((w1 - w0))"
-mark; i0=$i; w0=$w; t0=$(up)
+t1=$(up); mark
+echo "BENCH-READ $R $t0 $t1 $((i - i0)) $((w - w0)) $((rx - r0)) $((tx - x0))"
+mark; i0=$i; w0=$w; r0=$rx; x0=$tx; t0=$(up)
 dd if=/dev/zero of=/dev/etherd/e1.2 bs=1M count=$W oflag=direct 2>/dev/null
-t1=$(up); mark; i1=$i; w1=$w
-echo "BENCH-WRITE $W $t0 $t1 $((i1 - i0)) $((w1 - w0))"
+t1=$(up); mark
+echo "BENCH-WRITE $W $t0 $t1 $((i - i0)) $((w - w0)) $((rx - r0)) $((tx - x0))"
 echo BENCH-DONE
 poweroff -f
 """
@@ -141,7 +143,7 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
     m = re.search(r"e1\.2: frames=(\d+)", target_log)
     res["frames"] = float(m.group(1)) if m else 0.0
     for kind in ("READ", "WRITE"):
-        m = re.search(rf"BENCH-{kind} (\d+) (\d+) (\d+) (\d+) (\d+)", text)
+        m = re.search(rf"BENCH-{kind} (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", text)
         assert m, text
         mb, t0, t1 = int(m.group(1)), int(m.group(2)) / 1e9, int(m.group(3)) / 1e9  # nanoseconds
         res[kind.lower()] = mb * 1.048576 / max(t1 - t0, 1e-6)
@@ -150,6 +152,9 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
         res[f"{kind.lower()}_idle"] = min(1.0, int(m.group(4)) / 100 / max(t1 - t0, 0.01))
         # iowait: idle with dd blocked on the AoE device (waiting for the target's replies).
         res[f"{kind.lower()}_iowait"] = min(1.0, int(m.group(5)) / 100 / max(t1 - t0, 0.01))
+        # NIC interrupts (receive, transmit queue) per MiB moved.
+        res[f"{kind.lower()}_rx_irq"] = int(m.group(6)) / mb
+        res[f"{kind.lower()}_tx_irq"] = int(m.group(7)) / mb
     m = re.search(r"BENCH-PAYLOAD (\d+)", text)
     res["payload"] = float(m.group(1)) if m else 0.0
     return res
@@ -219,6 +224,8 @@ def main() -> int:
                         f"(target CPU {r['target_cpu']:.1f}s, QEMU CPU {r['qemu_cpu']:.1f}s, "
                         f"guest I/O {r['io_time']:.1f}s, guest idle {r['read_idle']:.0%}/{r['write_idle']:.0%}, "
                         f"iowait {r['read_iowait']:.0%}/{r['write_iowait']:.0%}, "
+                        f"rx/tx irqs per MiB {r['read_rx_irq']:.0f}+{r['read_tx_irq']:.0f}/"
+                        f"{r['write_rx_irq']:.0f}+{r['write_tx_irq']:.0f}, "
                         f"frames {int(r['frames'])}, dropped {int(r['dropped'])})",
                         flush=True,
                     )

@@ -194,7 +194,7 @@ def test_server_loop_with_c_engine(tmp_path: Path, sockdir: Path) -> None:
             ini = Initiator(ch)
             ini.query()
             # A burst of 64 writes then 64 reads, all in flight at once (a thread receives meanwhile, as QEMU
-            # would): answered in batches, every tag exactly once.
+            # would): read in batches, every tag answered exactly once.
             blocks = {lba: os.urandom(1024) for lba in range(0, 128, 2)}
             writes = [
                 p.build_ata_frame(TMAC, ini.mac, 1, 2, tag, cmd=0x34, lba=lba, scnt=2, aflags=0x41, data=data)

@@ -1,9 +1,10 @@
 """The C hot path (`netbootgen.aoe._fastpath`) and its link to a `Target`.
 
-The C engine answers ATA READ/WRITE requests on a datagram socket (AF_PACKET or unix datagram) in batches
-(`recvmmsg`/`sendmmsg`), with the same reply bytes as `Target.feed`. Every other frame comes back to Python,
-which answers it with `Target.feed` and then pushes the (possibly changed) MAC mask lists and reservations back
-into the engine. The `Target` stays the only owner of protocol state and counters.
+The C engine answers ATA READ/WRITE requests on a datagram socket (AF_PACKET or unix datagram), reading them
+in batches (`recvmmsg`) and sending each reply as soon as it is built, with the same reply bytes as
+`Target.feed`. Every other frame comes back to Python, which answers it with `Target.feed` and then pushes the
+(possibly changed) MAC mask lists and reservations back into the engine. The `Target` stays the only owner of
+protocol state and counters.
 
 The extension is optional (it needs a C compiler at install time); `AVAILABLE` says whether it was built.
 """

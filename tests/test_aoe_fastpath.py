@@ -38,6 +38,11 @@ def test_extension_is_built() -> None:
         fastpath.resolve("c", datagram=False)
     with pytest.raises(ValueError, match="unknown hot path"):
         fastpath.resolve("fast", datagram=True)
+    engine = fastpath._fastpath.Engine.__new__(fastpath._fastpath.Engine)  # never initialised: an error, no crash
+    with pytest.raises(RuntimeError, match="not initialised"):
+        engine.run(0.0)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        engine.answer_frame(bytes(60))
 
 
 def _targets(tmp_path: Path, seed: int) -> tuple[Target, Target, list[Path]]:

@@ -349,6 +349,10 @@ static PyObject *Engine_run(Engine *self, PyObject *args)
     double slice;
     if (!PyArg_ParseTuple(args, "d", &slice))
         return NULL;
+    if (self->rx == NULL || self->tx == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
+        return NULL;
+    }
     int pending[BATCH];
     int npending = 0, state = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -407,6 +411,10 @@ static PyObject *Engine_run(Engine *self, PyObject *args)
 static PyObject *Engine_answer_frame(Engine *self, PyObject *arg)
 {
     Py_buffer f;
+    if (self->tx == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
+        return NULL;
+    }
     if (PyObject_GetBuffer(arg, &f, PyBUF_SIMPLE) < 0)
         return NULL;
     Py_ssize_t r = answer(self, f.buf, (size_t)f.len, self->tx);

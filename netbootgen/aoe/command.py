@@ -245,8 +245,8 @@ def _start_message(exp: Export, transport: Transport) -> str:
     type=click.Choice(fastpath.HOT_PATHS),
     default="auto",
     show_default=True,
-    help="Who answers READ/WRITE requests: c (batched, netbootgen.aoe._fastpath; datagram transports), python, "
-    "or auto (c when it is built and the transport is unix-dgram or iface).",
+    help="Who answers READ/WRITE requests: c (the C extension netbootgen.aoe._fastpath; unix-dgram and iface "
+    "only), python, or auto (c when it is built and the transport allows it).",
 )
 @click.option(
     "--ready-file",

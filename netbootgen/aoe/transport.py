@@ -176,8 +176,6 @@ def _unlink_if_ours(path: Path, ident: tuple[int, int] | None) -> None:
 class Transport(ABC):
     """Moves frames between peers and a Target; driven by a selector owned by `Server`."""
 
-    datagram = False  # frames are datagrams (the C hot path can serve this transport)
-
     def __init__(self) -> None:
         self.dropped = 0  # replies that could not be sent
         self.hot_path = "python"  # "c" once register() attached the C engine
@@ -216,7 +214,6 @@ class _DatagramTransport(Transport):
     """Shared receive loop of the datagram-style transports (unix-dgram, AF_PACKET)."""
 
     sock: socket.socket | None
-    datagram = True
     drain_first = True  # read every queued request before answering (else answer each one at once)
 
     def __init__(self, hot_path: str = "auto") -> None:
@@ -257,8 +254,8 @@ class _DatagramTransport(Transport):
             self.peer_seen = True
 
     def _serve_fast(self) -> None:
-        # The C engine answers READ/WRITE in batches; everything else comes back here, in arrival order, and
-        # is answered by Target.feed, after which the access rules (mask list, reservations) are re-synced.
+        # The C engine answers READ/WRITE; everything else comes back here, in arrival order, and is answered
+        # by Target.feed, after which the access rules (mask list, reservations) are re-synced.
         fast, feed, send = self._fast, self._feed, self._send
         assert fast is not None
         deadline = time.monotonic() + RECV_SLICE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pexpect
@@ -39,7 +39,6 @@ class ConsoleReport:
     exit_status: int | None
     failure: str | None = None
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -74,10 +74,6 @@ class Export:
     def target(self) -> str:
         return f"e{self.shelf}.{self.slot}"
 
-    @property
-    def device(self) -> str:
-        return f"/dev/etherd/{self.target}"
-
 
 @dataclass(frozen=True)
 class Machine:

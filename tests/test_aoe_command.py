@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from netbootgen.aoe.command import default_mac, open_exports, parse_export_options, serve_command
+from netbootgen.aoe.command import ServedExport, default_mac, open_served, parse_export_options, serve_command
 from netbootgen.aoe.target import ExportSpec
 
 
@@ -110,17 +110,23 @@ def test_overlapping_windows(disk: Path, sockdir: Path) -> None:
     assert f"'1.2={disk},offset=49,ro': window overlaps '1.1={disk},length=50'" in out
 
 
+def open_exports(specs: list, values: list[str]) -> list:
+    """Open --export windows as `serve` does; a bad one raises click.BadParameter naming its value."""
+    items = [ServedExport(s, v) for s, v in zip(specs, values, strict=True)]
+    return open_served(items, lambda label, message: click.BadParameter(f"{label!r}: {message}"))
+
+
 def test_open_exports_overlap_rules(disk: Path) -> None:
     values = [f"1.1={disk},ro", f"1.2={disk},ro", f"1.3={disk},offset=50"]
     specs = parse_export_options(values[:2])
-    exports = open_exports(specs, values[:2], sync=False, direct=False)  # read-only windows may overlap
+    exports = open_exports(specs, values[:2])  # read-only windows may overlap
     for exp in exports:
         exp.close()
     specs = parse_export_options([values[0], f"1.3={disk},offset=10,length=10"])
     with pytest.raises(click.BadParameter, match="window overlaps"):
-        open_exports(specs, [values[0], "v"], sync=False, direct=False)
+        open_exports(specs, [values[0], "v"])
     disjoint = [f"1.1={disk},length=50", f"1.2={disk},offset=50"]
-    exports = open_exports(parse_export_options(disjoint), disjoint, sync=False, direct=False)
+    exports = open_exports(parse_export_options(disjoint), disjoint)
     assert [e.sectors for e in exports] == [50, 50]
     for exp in exports:
         exp.close()

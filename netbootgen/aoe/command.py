@@ -24,6 +24,7 @@ from netbootgen.aoe.transport import (
     parse_transport,
 )
 from netbootgen.errors import InputError
+from netbootgen.fleet import allowed_macs
 from netbootgen.inventory import Inventory, load_inventory
 
 log = logging.getLogger("netbootgen.aoe")
@@ -105,8 +106,6 @@ def inventory_plan(inv: Inventory, server: str) -> InventoryPlan:
     Like the vblade units (netbootgen.export.vblade), an export that no machine uses is not served at all.
     Raises InputError for an unknown server or one with nothing to serve.
     """
-    from netbootgen.export.vblade import allowed_macs
-
     if server not in inv.servers:
         names = ", ".join(repr(n) for n in inv.servers) or "none"
         raise InputError(f"{inv.source}: no server named {server!r} (servers: {names})")
@@ -163,14 +162,6 @@ def open_served(items: Sequence[ServedExport], fail: Callable[[str, str], Except
             exp.close()
         raise
     return exports
-
-
-def open_exports(
-    specs: Sequence[ExportSpec], values: Sequence[str], *, sync: bool, direct: bool
-) -> list[Export]:
-    """Open the --export windows; a bad one raises click.BadParameter naming its value."""
-    items = [ServedExport(s, v, sync=sync, direct=direct) for s, v in zip(specs, values, strict=True)]
-    return open_served(items, lambda label, message: _bad("--export", label, message))
 
 
 def _inventory_error(source: str) -> Callable[[str, str], Exception]:

@@ -20,7 +20,6 @@ import signal
 import socket
 import stat
 import struct
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -717,7 +716,6 @@ class Server:
         self._dump = False
         self._closed = False
         self._old_handlers: dict[int, Any] = {}
-        self.running = threading.Event()
         if ready_file is not None:
             tmp = ready_file.with_name(ready_file.name + ".tmp")
             tmp.write_text(f"{os.getpid()}\n")
@@ -778,7 +776,6 @@ class Server:
         sel = self._sel
         transport = self.transport
         next_tick: float | None = time.monotonic()
-        self.running.set()
         try:
             while not self._stopping:
                 timeout = max(0.0, next_tick - time.monotonic()) if next_tick is not None else None
@@ -792,7 +789,6 @@ class Server:
                         transport.announce(self.target.announce())
                     next_tick = time.monotonic() + interval if interval else None
         finally:
-            self.running.clear()
             self.close()
 
     def close(self) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from netbootgen.export.systemd import device_unit, unit_quote
+from netbootgen.fleet import allowed_macs
 from netbootgen.inventory import Export, Inventory, Server
-from netbootgen.modules.aoe import source_name
-from netbootgen.render import FileTree, RenderedFile, header, render_template
+from netbootgen.render import FileTree, RenderedFile, inventory_header, render_template
 
 VBLADE = "/usr/sbin/vblade"
 MAX_MACS = 32
@@ -29,11 +29,6 @@ def unit_name(ex: Export, part: int = 1) -> str:
     """netbootgen-aoe-NAME.service; the further vblade processes of an export with more than MAX_MACS MACs
     are netbootgen-aoe-NAME:2.service, ... (export names cannot hold ':', so these never collide)."""
     return f"netbootgen-aoe-{ex.name}{f':{part}' if part > 1 else ''}.service"
-
-
-def allowed_macs(inv: Inventory, ex: Export) -> list[str]:
-    """The MACs (every NIC) of the machines that boot from `ex`, sorted."""
-    return sorted(mac for m in inv.export_users.get(ex.name, ()) for mac in m.macs)
 
 
 def mac_parts(macs: list[str]) -> list[list[str]]:
@@ -85,7 +80,7 @@ def unit_context(hdr: str, ex: Export, server: Server, macs: list[str], part: st
 
 def render_units(inv: Inventory) -> FileTree:
     """The units of every export some machine uses: one per run of MAX_MACS MACs."""
-    hdr = header(source_name(inv))
+    hdr = inventory_header(inv)
     files: FileTree = {}
     for ex in inv.exports.values():
         macs = allowed_macs(inv, ex)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 from netbootgen.errors import InventoryError
 from netbootgen.inventory import Inventory, Profile
-from netbootgen.modules.aoe import source_name
-from netbootgen.render import FileTree, RenderedFile, header, render_template
+from netbootgen.render import FileTree, RenderedFile, inventory_header, render_template
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ def profile_fstypes(inv: Inventory) -> dict[str, dict[str, str]]:
 
 
 def render_fragments(inv: Inventory) -> FileTree:
-    hdr = header(source_name(inv))
+    hdr = inventory_header(inv)
     fstypes = profile_fstypes(inv)
     files: FileTree = {}
     problems: list[str] = []

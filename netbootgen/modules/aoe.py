@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from netbootgen.inventory import Inventory
-from netbootgen.render import FileTree, RenderedFile, header, render_template, template_names
+from netbootgen.render import FileTree, RenderedFile, inventory_header, render_template, template_names
 
 MODULE_DIR = "95aoe"
 
@@ -14,11 +14,7 @@ def nic_drivers(inv: Inventory) -> list[str]:
 
 
 def module_context(inv: Inventory) -> dict[str, str]:
-    return {"header": header(source_name(inv)), "nic_drivers": " ".join(nic_drivers(inv))}
-
-
-def source_name(inv: Inventory) -> str:
-    return inv.source.rsplit("/", 1)[-1]
+    return {"header": inventory_header(inv), "nic_drivers": " ".join(nic_drivers(inv))}
 
 
 def render_module(inv: Inventory, prefix: str = "dracut") -> FileTree:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import takewhile
 
+from netbootgen.fleet import kernel_args
 from netbootgen.inventory import Inventory, Machine
-from netbootgen.modules.aoe import source_name
-from netbootgen.render import FileTree, RenderedFile, header, render_template
+from netbootgen.render import FileTree, RenderedFile, inventory_header, render_template
 
 PXE_DIR = "pxelinux.cfg"  # relative to the TFTP root, where PXELINUX looks
 CFG_DIR = f"tftp/{PXE_DIR}"  # in the rendered tree
@@ -27,19 +27,6 @@ def pxe_filename(mac: str) -> str:
 def boot_dir(profile: str) -> str:
     """Where a profile's kernel and initrds live, relative to the TFTP root."""
     return f"boot/{profile}"
-
-
-def kernel_args(inv: Inventory, m: Machine) -> list[str]:
-    ex = inv.exports[m.export]
-    args = [f"root=aoe:{ex.target}:{m.fstype}", "ro" if ex.readonly else "rw"]
-    if m.aoe_interfaces:
-        args.append("rd.aoe.iflist=" + ",".join(m.aoe_interfaces))
-    if m.mtu is not None:
-        args.append(f"rd.aoe.mtu={m.mtu}")
-    if m.serial_console:
-        args.append(f"console={m.serial_console}")
-    args.extend(m.kernel_args)
-    return args
 
 
 @dataclass(frozen=True)
@@ -126,5 +113,5 @@ def render_menu(menu: Menu, hdr: str) -> str:
 
 
 def render_pxe(inv: Inventory) -> FileTree:
-    hdr = header(source_name(inv))
+    hdr = inventory_header(inv)
     return {f"{CFG_DIR}/{name}": RenderedFile(render_menu(m, hdr)) for name, m in pxe_menus(inv).items()}

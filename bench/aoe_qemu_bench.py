@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the netbootgen AoE target against vblade, with a Linux guest under QEMU (TCG, one vCPU).
 
-The guest (netbootgen.aoe.guest: busybox, virtio-net, aoe) discovers e1.2 and times `dd iflag=direct` reads
+The guest (netbootgen.testing.guest: busybox, virtio-net, aoe) discovers e1.2 and times `dd iflag=direct` reads
 and `dd oflag=direct` writes of 1 MiB blocks with the guest's CLOCK_MONOTONIC in nanoseconds (the
 "now at" line of /proc/timer_list; /proc/uptime only has 10 ms steps).
 
@@ -31,7 +31,7 @@ import time
 import uuid
 from pathlib import Path
 
-from netbootgen.aoe.guest import build_initramfs, guest_argv
+from netbootgen.testing.guest import build_initramfs, guest_argv
 
 SCRIPT = r"""
 wait_dev /dev/etherd/e1.2 30 || { echo BENCH-FAIL no device; poweroff -f; }

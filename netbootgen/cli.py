@@ -88,10 +88,10 @@ def render(inventory: Path | None, out: Path, prune: bool) -> None:
 def build(inventory: Path | None, out: Path, flavour: str) -> None:
     """Render, fetch each profile's kernel, build its initrd with dracut, and lay out the TFTP tree."""
     from netbootgen.generate import render_inventory
-    from netbootgen.initrd import InitrdSpec, build_initrd
     from netbootgen.kernel.fetch import profile_kernel
+    from netbootgen.modules.initrd import InitrdSpec, build_initrd
     from netbootgen.output import write_tree
-    from netbootgen.tftp import install_boot_files, install_pxelinux
+    from netbootgen.pxe.tftp import install_boot_files, install_pxelinux
 
     inv = load_inventory(inventory)
     files = render_inventory(inv)
@@ -130,8 +130,8 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
     """Boot a machine of INVENTORY under QEMU with its root on netbootgen's AoE target; report each stage.
 
     Exit status 0 only if every stage is reached and the guest's write reached the AoE disk."""
-    from netbootgen.boottest import BootTestOptions
-    from netbootgen.boottest import boot_test as run_boot_test
+    from netbootgen.emulate.boottest import BootTestOptions
+    from netbootgen.emulate.boottest import boot_test as run_boot_test
     from netbootgen.output import write_file
 
     inv = load_inventory(inventory)

@@ -6,7 +6,7 @@ from netbootgen.errors import NetbootgenError
 from netbootgen.export.vblade import render_units
 from netbootgen.inventory import Inventory
 from netbootgen.kernel.fragment import render_fragments
-from netbootgen.modules.aoe import render_module
+from netbootgen.modules.dracut_module import render_module
 from netbootgen.pxe.menu import render_pxe
 from netbootgen.render import FileTree
 

@@ -18,10 +18,10 @@ from test_aoe_fuzz import CLIENT, POOL, _frame, _lba, _mutate
 
 from netbootgen.aoe import fastpath
 from netbootgen.aoe import protocol as p
-from netbootgen.aoe.client import DgramChannel, Initiator
 from netbootgen.aoe.command import serve_command
 from netbootgen.aoe.target import Export, ExportSpec, Target
 from netbootgen.aoe.transport import Server, open_transport
+from netbootgen.testing.client import DgramChannel, Initiator
 
 TMAC = bytes.fromhex("020000000102")
 FRAMES = 100_000

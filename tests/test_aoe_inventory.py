@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from netbootgen.aoe import protocol as p
-from netbootgen.aoe.client import AoeTimeout, DgramChannel, Initiator
 from netbootgen.aoe.command import inventory_plan, serve_command
 from netbootgen.errors import InputError
 from netbootgen.inventory import load_inventory
+from netbootgen.testing.client import AoeTimeout, DgramChannel, Initiator
 
 NODE1 = "52:54:00:12:34:56"
 NODE2 = "52:54:00:00:00:02"

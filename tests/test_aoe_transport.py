@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from netbootgen.aoe import protocol as p
-from netbootgen.aoe.client import DgramChannel, Initiator, StreamChannel
 from netbootgen.aoe.target import Export, ExportSpec, Target
 from netbootgen.aoe.transport import (
     InterfaceAddress,
@@ -29,6 +28,7 @@ from netbootgen.aoe.transport import (
     open_transport,
     parse_transport,
 )
+from netbootgen.testing.client import DgramChannel, Initiator, StreamChannel
 
 TMAC = bytes.fromhex("020000000102")
 SECTORS = 2048

@@ -18,7 +18,7 @@ from netbootgen.output import write_tree
 from netbootgen.pxe.command import pxe_group
 from netbootgen.pxe.lookup import config_candidates, find_config, ip_hex
 from netbootgen.pxe.menu import CFG_DIR, pxe_filename, render_pxe, serial_directive
-from netbootgen.tftp import install_boot_files
+from netbootgen.pxe.tftp import install_boot_files
 
 FLEET = """\
     [defaults]
@@ -167,7 +167,7 @@ def test_machine_arguments(fleet: Inventory) -> None:
 
 
 def test_entries_point_at_the_files_the_tftp_tree_holds(fleet: Inventory, tmp_path: Path) -> None:
-    """The paths in LINUX/INITRD are those netbootgen.tftp installs, relative to the TFTP root."""
+    """The paths in LINUX/INITRD are those netbootgen.pxe.tftp installs, relative to the TFTP root."""
     tftp = tmp_path / "tftp"
     (tmp_path / "vmlinuz").write_bytes(b"kernel")
     (tmp_path / "initrd").write_bytes(b"initrd")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from netbootgen.qemu import QemuSpec, optarg, qemu_argv
+from netbootgen.emulate.qemu import QemuSpec, optarg, qemu_argv
 
 
 def spec(**kw: object) -> QemuSpec:

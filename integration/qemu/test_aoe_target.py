@@ -1,6 +1,6 @@
 """`netbootgen serve` against the real Linux aoe initiator: Debian's kernel under QEMU (TCG, one vCPU).
 
-The guest is a busybox initramfs (netbootgen.aoe.guest, no dracut) that discovers the target, reads the whole
+The guest is a busybox initramfs (netbootgen.testing.guest, no dracut) that discovers the target, reads the whole
 disk, writes a known pattern with `dd oflag=direct` at a known offset and reads it back; the host then finds
 exactly those bytes in the backing file and nothing else changed. A guest whose MAC is not allowed (by
 --mac-allow, or by not being an inventory machine of the export) must never see the disk.
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from netbootgen.aoe.guest import GUEST_MAC, build_initramfs, guest_argv
 from netbootgen.cache import cache_dir
 from netbootgen.kernel.fetch import KernelTree, fetch_kernel
 from netbootgen.run import need_binary
+from netbootgen.testing.guest import GUEST_MAC, build_initramfs, guest_argv
 
 DISK_BYTES = 8 << 20
 SEEK = 777  # 4 KiB blocks: the pattern starts at byte 3182592, sector 6216

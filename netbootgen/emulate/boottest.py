@@ -15,19 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netbootgen.console import ConsoleReport, Stage, StageResult, follow
+from netbootgen.emulate.console import ConsoleReport, Stage, StageResult, follow
+from netbootgen.emulate.qemu import QemuSpec, probe_kvm, qemu_argv
+from netbootgen.emulate.rootfs import INIT_MARKER, make_rootfs, read_marker
 from netbootgen.errors import InputError, NetbootgenError
+from netbootgen.fleet import kernel_args, machine_mtu
 from netbootgen.generate import render_inventory
-from netbootgen.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
 from netbootgen.inventory import Export, Inventory, Machine
 from netbootgen.kernel.fetch import KernelTree, profile_kernel
+from netbootgen.modules.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
 from netbootgen.output import write_tree
-from netbootgen.pxe.menu import kernel_args
-from netbootgen.qemu import QemuSpec, probe_kvm, qemu_argv
-from netbootgen.rootfs import INIT_MARKER, make_rootfs, read_marker
-from netbootgen.tftp import install_boot_files, install_pxelinux
+from netbootgen.pxe.tftp import install_boot_files, install_pxelinux
 
-STAGES = ("firmware", "pxelinux", "kernel", "initrd", "aoe-discovered", "root-mounted", "init")
 TARGET_MAC = "02:00:00:00:ae:01"
 
 Progress = Callable[[str], None]
@@ -169,7 +168,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         install_boot_files(tftp, profile.name, kernel.vmlinuz, initrd.path)
         image = make_rootfs(work / "root.img")
         say(f"root image {image} (busybox, ext4); starting the AoE target")
-        mtu = m.mtu or inv.servers[ex.server].mtu
+        mtu = machine_mtu(inv, m)
         target = TargetProcess(work, image, ex, list(m.macs), mtu)
         try:
             accel = choose_accel(opts.accel, kernel, cache)

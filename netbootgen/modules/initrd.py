@@ -11,7 +11,7 @@ from pathlib import Path
 
 from netbootgen.inventory import Profile
 from netbootgen.kernel.fetch import KernelTree
-from netbootgen.modules.aoe import MODULE_DIR
+from netbootgen.modules.dracut_module import MODULE_DIR
 from netbootgen.render import FileTree
 from netbootgen.run import need_binary, run
 

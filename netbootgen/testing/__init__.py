@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package: an AoE client, a busybox guest under QEMU."""

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from netbootgen.aoe.command import ServedExport, default_mac, open_served, parse_export_options, serve_command
-from netbootgen.aoe.target import ExportSpec
+from netbootgen.aoe.store import ExportSpec
 
 
 @pytest.fixture

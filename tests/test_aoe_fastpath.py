@@ -19,8 +19,9 @@ from test_aoe_fuzz import CLIENT, POOL, _frame, _lba, _mutate
 from netbootgen.aoe import fastpath
 from netbootgen.aoe import protocol as p
 from netbootgen.aoe.command import serve_command
-from netbootgen.aoe.target import Export, ExportSpec, Target
-from netbootgen.aoe.transport import Server, open_transport
+from netbootgen.aoe.server import ServeLoop, open_transport
+from netbootgen.aoe.store import ExportSpec, OpenExport
+from netbootgen.aoe.target import Target
 from netbootgen.testing.client import DgramChannel, Initiator
 
 TMAC = bytes.fromhex("020000000102")
@@ -58,8 +59,8 @@ def _targets(tmp_path: Path, seed: int) -> tuple[Target, Target, list[Path]]:
         pb.write_bytes(b)
         paths += [pa, pb]
         exports = [
-            Export(ExportSpec(1, 2, pa, offset=20, length=200), hostname="fuzz"),
-            Export(ExportSpec(1, 3, pb, readonly=True), hostname="fuzz"),
+            OpenExport(ExportSpec(1, 2, pa, offset=20, length=200), hostname="fuzz"),
+            OpenExport(ExportSpec(1, 3, pb, readonly=True), hostname="fuzz"),
         ]
         targets.append(Target(exports, TMAC, mtu=9000))
     return targets[0], targets[1], paths
@@ -145,7 +146,7 @@ def test_direct_exports_stay_in_python(tmp_path: Path) -> None:
     path = tmp_path / "d.img"
     path.write_bytes(os.urandom(64 * 512))
     try:
-        exp = Export(ExportSpec(1, 2, path), direct=True)
+        exp = OpenExport(ExportSpec(1, 2, path), direct=True)
     except OSError as e:  # tmpfs has no O_DIRECT
         pytest.skip(f"O_DIRECT not supported on {tmp_path}: {e}")
     target = Target([exp], TMAC)
@@ -177,8 +178,8 @@ def _burst(ch: DgramChannel, frames: list[bytes]) -> dict[int, bytes]:
     return replies
 
 
-def _serve(target: Target, address: str) -> tuple[Server, threading.Thread]:
-    server = Server(target, open_transport(address, "c"), announce_interval=0.1)
+def _serve(target: Target, address: str) -> tuple[ServeLoop, threading.Thread]:
+    server = ServeLoop(target, open_transport(address, "c"), announce_interval=0.1)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return server, thread
@@ -188,7 +189,7 @@ def test_server_loop_with_c_engine(tmp_path: Path, sockdir: Path) -> None:
     disk = tmp_path / "disk.img"
     disk.write_bytes(os.urandom(2048 * 512))
     tsock, qsock = sockdir / "t.sock", sockdir / "q.sock"
-    exp = Export(ExportSpec(1, 2, disk))
+    exp = OpenExport(ExportSpec(1, 2, disk))
     target = Target([exp], TMAC)
     server, thread = _serve(target, f"unix-dgram:{tsock}:{qsock}")
     assert server.transport.hot_path == "c"

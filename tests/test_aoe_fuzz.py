@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from netbootgen.aoe import protocol as p
-from netbootgen.aoe.target import Export, ExportSpec, Target
+from netbootgen.aoe.store import ExportSpec, OpenExport
+from netbootgen.aoe.target import Target
 
 SEED = 0xA0E2024
 FRAMES = 200_000
@@ -123,8 +124,8 @@ def test_fuzz(tmp_path: Path) -> None:
     shadow = bytearray(a_path.read_bytes())
     base = WINDOW_OFFSET * 512
 
-    rw = Export(ExportSpec(1, 2, a_path, offset=WINDOW_OFFSET, length=WINDOW_SECTORS), hostname="fuzz")
-    ro = Export(ExportSpec(1, 3, b_path, readonly=True), hostname="fuzz")
+    rw = OpenExport(ExportSpec(1, 2, a_path, offset=WINDOW_OFFSET, length=WINDOW_SECTORS), hostname="fuzz")
+    ro = OpenExport(ExportSpec(1, 3, b_path, readonly=True), hostname="fuzz")
     target = Target([rw, ro], TMAC, mtu=MTU)
     stats = {"writes": 0, "reads": 0, "replies": 0, "ata_errors": 0, "aoe_errors": 0}
     started = time.monotonic()

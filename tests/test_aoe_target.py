@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from netbootgen.aoe import protocol as p
-from netbootgen.aoe.target import Export, ExportSpec, Target, parse_export_spec
+from netbootgen.aoe.store import ExportSpec, OpenExport, parse_export_spec
+from netbootgen.aoe.target import Target
 
 CLIENT = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -35,13 +36,13 @@ def disk(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def export(disk: Path) -> Iterator[Export]:
-    with Export(ExportSpec(1, 2, disk), hostname="testhost") as exp:
+def export(disk: Path) -> Iterator[OpenExport]:
+    with OpenExport(ExportSpec(1, 2, disk), hostname="testhost") as exp:
         yield exp
 
 
 @pytest.fixture
-def target(export: Export) -> Target:
+def target(export: OpenExport) -> Target:
     return Target([export], TMAC)
 
 
@@ -120,7 +121,7 @@ def test_query_config_broadcast_reply_bytes(target: Target) -> None:
 
 
 @pytest.mark.parametrize(("mtu", "scnt"), [(1500, 2), (9000, 17), (100000, 195), (200000, 255), (548, 1)])
-def test_query_config_scnt_from_mtu(export: Export, mtu: int, scnt: int) -> None:
+def test_query_config_scnt_from_mtu(export: OpenExport, mtu: int, scnt: int) -> None:
     target = Target([export], TMAC, mtu=mtu, bufcnt=64)
     r = one(target, hdr(1).ljust(60, b"\0"))
     assert r[24:26] == b"\x00\x40"
@@ -186,7 +187,7 @@ def test_announce_broadcast(target: Target) -> None:
     assert a == expected.ljust(60, b"\0")
 
 
-def test_announce_unicast_to_allowed_macs(export: Export) -> None:
+def test_announce_unicast_to_allowed_macs(export: OpenExport) -> None:
     target = Target([export], TMAC, mac_allow=[CLIENT, OTHER])
     frames = target.announce()
     assert [f[:6] for f in frames] == [CLIENT, OTHER]
@@ -325,7 +326,7 @@ def test_write_larger_frame_uses_only_scnt_sectors(target: Target, disk: Path) -
 
 def test_write_readonly_aborts(disk: Path) -> None:
     before = disk.read_bytes()
-    with Export(ExportSpec(1, 2, disk, readonly=True)) as exp:
+    with OpenExport(ExportSpec(1, 2, disk, readonly=True)) as exp:
         target = Target([exp], TMAC)
         r = one(target, ata(0x34, 0, 1, b"\xee" * 512))
         assert r[25] == 0x04 and r[27] == 0x41 and len(r) == 60
@@ -364,7 +365,7 @@ def test_short_ata_frame_ignored(target: Target) -> None:
 def test_window_offset_length(tmp_path: Path) -> None:
     disk = make_file(tmp_path / "big.img", 1000)
     before = disk.read_bytes()
-    with Export(ExportSpec(3, 4, disk, offset=100, length=50)) as exp:
+    with OpenExport(ExportSpec(3, 4, disk, offset=100, length=50)) as exp:
         assert exp.sectors == 50
         target = Target([exp], TMAC)
         r = one(target, ata(0x24, 0, 2, shelf=3, slot=4))
@@ -381,32 +382,32 @@ def test_window_offset_length(tmp_path: Path) -> None:
 
 def test_window_offset_only(tmp_path: Path) -> None:
     disk = make_file(tmp_path / "big.img", 100)
-    with Export(ExportSpec(3, 4, disk, offset=90)) as exp:
+    with OpenExport(ExportSpec(3, 4, disk, offset=90)) as exp:
         assert exp.sectors == 10
 
 
 def test_window_errors(tmp_path: Path) -> None:
     disk = make_file(tmp_path / "d.img", 100)
     with pytest.raises(ValueError, match="beyond the end"):
-        Export(ExportSpec(1, 1, disk, offset=100))
+        OpenExport(ExportSpec(1, 1, disk, offset=100))
     with pytest.raises(ValueError, match="exceeds the size"):
-        Export(ExportSpec(1, 1, disk, offset=10, length=91))
+        OpenExport(ExportSpec(1, 1, disk, offset=10, length=91))
     empty = tmp_path / "empty.img"
     empty.write_bytes(b"\0" * 511)
     with pytest.raises(ValueError, match="beyond the end"):
-        Export(ExportSpec(1, 1, empty))
+        OpenExport(ExportSpec(1, 1, empty))
     with pytest.raises(FileNotFoundError):
-        Export(ExportSpec(1, 1, tmp_path / "missing.img"))
+        OpenExport(ExportSpec(1, 1, tmp_path / "missing.img"))
     with pytest.raises(IsADirectoryError):
-        Export(ExportSpec(1, 1, tmp_path))
+        OpenExport(ExportSpec(1, 1, tmp_path))
     with pytest.raises(ValueError, match="not a regular file"):
-        Export(ExportSpec(1, 1, tmp_path, readonly=True))
+        OpenExport(ExportSpec(1, 1, tmp_path, readonly=True))
 
 
 def test_partial_last_sector_not_exported(tmp_path: Path) -> None:
     disk = tmp_path / "odd.img"
     disk.write_bytes(b"\1" * (10 * 512 + 100))
-    with Export(ExportSpec(1, 1, disk)) as exp:
+    with OpenExport(ExportSpec(1, 1, disk)) as exp:
         assert exp.sectors == 10
 
 
@@ -414,10 +415,10 @@ def test_overlaps(tmp_path: Path) -> None:
     disk = make_file(tmp_path / "d.img", 100)
     other = make_file(tmp_path / "o.img", 100)
     with (
-        Export(ExportSpec(1, 1, disk, offset=0, length=50)) as a,
-        Export(ExportSpec(1, 2, disk, offset=50)) as b,
-        Export(ExportSpec(1, 3, tmp_path / "." / "d.img", offset=49, length=2)) as c,
-        Export(ExportSpec(1, 4, other)) as d,
+        OpenExport(ExportSpec(1, 1, disk, offset=0, length=50)) as a,
+        OpenExport(ExportSpec(1, 2, disk, offset=50)) as b,
+        OpenExport(ExportSpec(1, 3, tmp_path / "." / "d.img", offset=49, length=2)) as c,
+        OpenExport(ExportSpec(1, 4, other)) as d,
     ):
         assert not a.overlaps(b) and not b.overlaps(a)
         assert a.overlaps(c) and b.overlaps(c)
@@ -427,7 +428,7 @@ def test_overlaps(tmp_path: Path) -> None:
 def test_direct_io(tmp_path: Path) -> None:
     disk = make_file(tmp_path / "d.img", 64)
     try:
-        exp = Export(ExportSpec(1, 2, disk, offset=3), direct=True)
+        exp = OpenExport(ExportSpec(1, 2, disk, offset=3), direct=True)
     except OSError as e:
         pytest.skip(f"O_DIRECT unsupported here: {e}")
     with exp:
@@ -440,7 +441,7 @@ def test_direct_io(tmp_path: Path) -> None:
 
 def test_sync_io(tmp_path: Path) -> None:
     disk = make_file(tmp_path / "d.img", 8)
-    with Export(ExportSpec(1, 2, disk), sync=True) as exp:
+    with OpenExport(ExportSpec(1, 2, disk), sync=True) as exp:
         target = Target([exp], TMAC)
         assert one(target, ata(0x34, 0, 1, b"\x55" * 512))[27] == 0x40
     assert disk.read_bytes()[:512] == b"\x55" * 512
@@ -511,9 +512,9 @@ def test_multiple_exports(tmp_path: Path) -> None:
     a = make_file(tmp_path / "a.img", 16, seed=1)
     b = make_file(tmp_path / "b.img", 32, seed=2)
     with (
-        Export(ExportSpec(1, 2, a)) as ea,
-        Export(ExportSpec(1, 3, b)) as eb,
-        Export(ExportSpec(7, 2, b, readonly=True)) as ec,
+        OpenExport(ExportSpec(1, 2, a)) as ea,
+        OpenExport(ExportSpec(1, 3, b)) as eb,
+        OpenExport(ExportSpec(7, 2, b, readonly=True)) as ec,
     ):
         target = Target([ea, eb, ec], TMAC)
         q = hdr(1, 5, dst=b"\xff" * 6, shelf=0xFFFF, slot=0xFF).ljust(60, b"\0")
@@ -535,7 +536,7 @@ def test_multiple_exports(tmp_path: Path) -> None:
         assert (ea.frames, eb.frames, ec.frames) == (4, 4, 3)
 
 
-def test_target_validation(export: Export, tmp_path: Path) -> None:
+def test_target_validation(export: OpenExport, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bufcnt"):
         Target([export], TMAC, bufcnt=1)
     with pytest.raises(ValueError, match="MTU"):
@@ -544,7 +545,7 @@ def test_target_validation(export: Export, tmp_path: Path) -> None:
         Target([export], b"\x01" + TMAC[1:])
     with pytest.raises(ValueError, match="at least one"):
         Target([], TMAC)
-    with Export(ExportSpec(1, 2, make_file(tmp_path / "x.img", 4))) as dup:
+    with OpenExport(ExportSpec(1, 2, make_file(tmp_path / "x.img", 4))) as dup:
         with pytest.raises(ValueError, match="duplicate AoE address e1.2"):
             Target([export, dup], TMAC)
     with pytest.raises(ValueError, match="at most 32"):
@@ -638,7 +639,7 @@ def test_mask_bad_mcmd_and_truncated(target: Target) -> None:
     assert target.handle(mask(0, [])[:27]) == []
 
 
-def test_mac_allow_preloads_mask(export: Export) -> None:
+def test_mac_allow_preloads_mask(export: OpenExport) -> None:
     target = Target([export], TMAC, mac_allow=[OTHER])
     assert target.handle(ata(0xEC, 0, 1)) == []
     assert len(target.handle(ata(0xEC, 0, 1, src=OTHER))) == 1
@@ -652,8 +653,8 @@ def test_per_export_allow_list_and_bufcnt(disk: Path, tmp_path: Path) -> None:
     other_disk = make_file(tmp_path / "other.img", seed=1)
     third = bytes.fromhex("525400000003")
     with (
-        Export(ExportSpec(1, 2, disk), mac_allow=[CLIENT], bufcnt=64) as a,
-        Export(ExportSpec(1, 3, other_disk), mac_allow=[OTHER, third]) as b,
+        OpenExport(ExportSpec(1, 2, disk), mac_allow=[CLIENT], bufcnt=64) as a,
+        OpenExport(ExportSpec(1, 3, other_disk), mac_allow=[OTHER, third]) as b,
     ):
         target = Target([a, b], TMAC, bufcnt=8)
         assert a.masks == [CLIENT] and b.masks == [OTHER, third]
@@ -673,13 +674,13 @@ def test_per_export_allow_list_and_bufcnt(disk: Path, tmp_path: Path) -> None:
         Target([a, b], TMAC, mac_allow=[third])
         assert a.masks == b.masks == [third]
     with pytest.raises(ValueError, match="bufcnt 1 out of range"):
-        Export(ExportSpec(1, 2, disk), bufcnt=1)
+        OpenExport(ExportSpec(1, 2, disk), bufcnt=1)
 
 
 def test_long_initial_allow_list(disk: Path) -> None:
     """An inventory export shared by more than 32 machines: all are allowed; a mask read fits one frame."""
     macs = [bytes((2, 0, 0, 0, i >> 8, i & 0xFF)) for i in range(300)]
-    with Export(ExportSpec(1, 2, disk), mac_allow=macs) as exp:
+    with OpenExport(ExportSpec(1, 2, disk), mac_allow=macs) as exp:
         target = Target([exp], TMAC)
         assert len(target.handle(ata(0xEC, 0, 1, src=macs[299]))) == 1
         r = one(target, mask(0, [], src=macs[0]))

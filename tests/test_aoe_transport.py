@@ -18,16 +18,11 @@ from pathlib import Path
 import pytest
 
 from netbootgen.aoe import protocol as p
-from netbootgen.aoe.target import Export, ExportSpec, Target
-from netbootgen.aoe.transport import (
-    InterfaceAddress,
-    Server,
-    UnixDgramAddress,
-    UnixStreamAddress,
-    UnixStreamTransport,
-    open_transport,
-    parse_transport,
-)
+from netbootgen.aoe.address import InterfaceAddress, UnixDgramAddress, UnixStreamAddress, parse_transport
+from netbootgen.aoe.server import ServeLoop, open_transport
+from netbootgen.aoe.store import ExportSpec, OpenExport
+from netbootgen.aoe.stream import UnixStreamTransport
+from netbootgen.aoe.target import Target
 from netbootgen.testing.client import DgramChannel, Initiator, StreamChannel
 
 TMAC = bytes.fromhex("020000000102")
@@ -268,9 +263,9 @@ def test_serve_unix_stream_subprocess_two_clients(disk: Path, sockdir: Path) -> 
 
 def test_in_thread_server_stop(disk: Path, sockdir: Path) -> None:
     tsock, qsock = sockdir / "t.sock", sockdir / "q.sock"
-    exp = Export(ExportSpec(1, 2, disk))
+    exp = OpenExport(ExportSpec(1, 2, disk))
     target = Target([exp], TMAC)
-    server = Server(target, open_transport(f"unix-dgram:{tsock}:{qsock}"), announce_interval=0.1)
+    server = ServeLoop(target, open_transport(f"unix-dgram:{tsock}:{qsock}"), announce_interval=0.1)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -288,10 +283,10 @@ def test_in_thread_server_stop(disk: Path, sockdir: Path) -> None:
 
 def test_in_thread_stream_server(disk: Path, sockdir: Path) -> None:
     path = sockdir / "s.sock"
-    with Export(ExportSpec(1, 2, disk)) as exp:
+    with OpenExport(ExportSpec(1, 2, disk)) as exp:
         transport = open_transport(f"unix-stream:{path}")
         assert isinstance(transport, UnixStreamTransport)
-        server = Server(Target([exp], TMAC), transport)
+        server = ServeLoop(Target([exp], TMAC), transport)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -307,8 +302,8 @@ def test_in_thread_stream_server(disk: Path, sockdir: Path) -> None:
 
 def test_dgram_peer_restart_reannounces(disk: Path, sockdir: Path) -> None:
     tsock, qsock = sockdir / "t.sock", sockdir / "q.sock"
-    with Export(ExportSpec(1, 2, disk)) as exp:
-        server = Server(
+    with OpenExport(ExportSpec(1, 2, disk)) as exp:
+        server = ServeLoop(
             Target([exp], TMAC), open_transport(f"unix-dgram:{tsock}:{qsock}"), announce_interval=0.1
         )
         thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -13,16 +13,11 @@ import click
 
 from netbootgen.aoe import fastpath
 from netbootgen.aoe import protocol as p
-from netbootgen.aoe.target import Export, ExportSpec, Target, parse_export_spec
-from netbootgen.aoe.transport import (
-    TRANSPORT_SYNTAX,
-    InterfaceAddress,
-    Server,
-    Transport,
-    UnixStreamAddress,
-    open_transport,
-    parse_transport,
-)
+from netbootgen.aoe.address import TRANSPORT_SYNTAX, InterfaceAddress, UnixStreamAddress, parse_transport
+from netbootgen.aoe.server import ServeLoop, open_transport
+from netbootgen.aoe.store import ExportSpec, OpenExport, parse_export_spec
+from netbootgen.aoe.target import Target
+from netbootgen.aoe.transport import Transport
 from netbootgen.errors import InputError
 from netbootgen.fleet import allowed_macs
 from netbootgen.inventory import Inventory, load_inventory
@@ -135,17 +130,17 @@ def inventory_plan(inv: Inventory, server: str) -> InventoryPlan:
     return InventoryPlan(served, skipped)
 
 
-def open_served(items: Sequence[ServedExport], fail: Callable[[str, str], Exception]) -> list[Export]:
+def open_served(items: Sequence[ServedExport], fail: Callable[[str, str], Exception]) -> list[OpenExport]:
     """Open every export (closing those already open on failure) and reject overlapping writable windows.
 
     `fail(label, message)` makes the exception raised for a bad export.
     """
-    exports: list[Export] = []
+    exports: list[OpenExport] = []
     try:
         for item in items:
             spec = item.spec
             try:
-                exp = Export(
+                exp = OpenExport(
                     spec, sync=item.sync, direct=item.direct, bufcnt=item.bufcnt, mac_allow=item.mac_allow
                 )
             except OSError as e:
@@ -168,7 +163,7 @@ def _inventory_error(source: str) -> Callable[[str, str], Exception]:
     return lambda label, message: InputError(f"{source}: {label}: {message}")
 
 
-def _start_message(exp: Export, transport: Transport) -> str:
+def _start_message(exp: OpenExport, transport: Transport) -> str:
     window = ""
     if exp.spec.offset or exp.spec.length is not None:
         window = f", sectors {exp.spec.offset}-{exp.spec.offset + exp.sectors - 1}"
@@ -360,7 +355,7 @@ def serve_command(
                 target = Target(exports, target_mac, target_mtu, bufcnt or p.DEFAULT_BUFCNT, mac_allow=allow)
             except ValueError as e:
                 raise click.UsageError(str(e)) from None
-            server_loop = Server(
+            server_loop = ServeLoop(
                 target,
                 transport,
                 announce_interval=None if isinstance(address, InterfaceAddress) else 1.0,

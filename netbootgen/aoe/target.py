@@ -1,4 +1,4 @@
-"""AoE target logic: exported block windows and the request -> reply state machine.
+"""AoE target logic: the request -> reply state machine over a set of open exports (`netbootgen.aoe.store`).
 
 `Target.feed(frame, send)` is the transport-facing hot path: it calls `send(reply)` for every reply
 frame, where `reply` is a memoryview into a buffer owned by the target that is only valid during
@@ -7,17 +7,12 @@ the call.  `Target.handle(frame)` is the convenience form returning the replies 
 
 from __future__ import annotations
 
-import mmap
 import os
-import re
-import socket
-import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from netbootgen.aoe import protocol as p
+from netbootgen.aoe.store import OpenExport
 
 SECTOR = p.SECTOR_SIZE
 SendFn = Callable[[memoryview], Any]
@@ -36,245 +31,12 @@ _RW_COMMANDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class ExportSpec:
-    """One exported window: shelf.slot -> file or block device, offset/length in sectors."""
-
-    shelf: int
-    slot: int
-    path: Path
-    readonly: bool = False
-    offset: int = 0
-    length: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.shelf <= p.MAX_SHELF:
-            raise ValueError(f"shelf {self.shelf} out of range 0-{p.MAX_SHELF}")
-        if not 0 <= self.slot <= p.MAX_SLOT:
-            raise ValueError(f"slot {self.slot} out of range 0-{p.MAX_SLOT}")
-        if self.offset < 0:
-            raise ValueError(f"offset {self.offset} must not be negative")
-        if self.length is not None and self.length < 1:
-            raise ValueError(f"length {self.length} must be at least 1 sector")
-
-    @property
-    def name(self) -> str:
-        return p.aoe_name(self.shelf, self.slot)
-
-
-_ADDR_RE = re.compile(r"e?(\d+)\.(\d+)")
-
-
-def _parse_count(part: str, key: str, value: str) -> int:
-    try:
-        n = int(value, 0)
-    except ValueError:
-        raise ValueError(f"{part!r}: {key} must be an integer number of sectors") from None
-    if n < 0:
-        raise ValueError(f"{part!r}: {key} must not be negative")
-    return n
-
-
-def parse_export_spec(text: str) -> ExportSpec:
-    """Parse 'SHELF.SLOT=PATH[,ro][,offset=N][,length=N]' (offset/length in 512-byte sectors)."""
-    addr, sep, rest = text.partition("=")
-    if not sep:
-        raise ValueError(f"{text!r}: expected SHELF.SLOT=PATH[,ro][,offset=N][,length=N]")
-    m = _ADDR_RE.fullmatch(addr.strip())
-    if not m:
-        raise ValueError(f"{addr!r} is not a valid SHELF.SLOT address (e.g. 1.2)")
-    shelf, slot = int(m.group(1)), int(m.group(2))
-    if shelf > p.MAX_SHELF:
-        raise ValueError(f"{addr!r}: shelf {shelf} out of range 0-{p.MAX_SHELF}")
-    if slot > p.MAX_SLOT:
-        raise ValueError(f"{addr!r}: slot {slot} out of range 0-{p.MAX_SLOT}")
-    path, *options = rest.split(",")
-    if not path:
-        raise ValueError(f"{text!r}: missing PATH after '='")
-    readonly = False
-    offset = 0
-    length: int | None = None
-    seen: set[str] = set()
-    for part in options:
-        key, has_value, value = part.partition("=")
-        key = key.strip()
-        if key in seen:
-            raise ValueError(f"{part!r}: option {key!r} given twice")
-        seen.add(key)
-        if key == "ro" and not has_value:
-            readonly = True
-        elif key == "offset" and has_value:
-            offset = _parse_count(part, key, value)
-        elif key == "length" and has_value:
-            length = _parse_count(part, key, value)
-            if length == 0:
-                raise ValueError(f"{part!r}: length must be at least 1 sector")
-        else:
-            raise ValueError(f"unknown export option {part!r} (expected ro, offset=N or length=N)")
-    return ExportSpec(shelf, slot, Path(path), readonly=readonly, offset=offset, length=length)
-
-
-def _device_bytes(fd: int) -> int:
-    st = os.fstat(fd)
-    if stat.S_ISREG(st.st_mode):
-        return st.st_size
-    if stat.S_ISBLK(st.st_mode):
-        return os.lseek(fd, 0, os.SEEK_END)
-    raise ValueError("not a regular file or block device")
-
-
-class Export:
-    """An open backing file/device restricted to the spec's sector window.
-
-    State the AoE protocol keeps per target (config string, MAC mask list, reservations) lives
-    here too, so that several exports in one process behave like several vblades.
-    """
-
-    def __init__(
-        self,
-        spec: ExportSpec,
-        *,
-        sync: bool = False,
-        direct: bool = False,
-        hostname: str | None = None,
-        bufcnt: int | None = None,
-        mac_allow: Iterable[bytes] = (),
-    ) -> None:
-        if bufcnt is not None and not 2 <= bufcnt <= 0xFFFF:
-            raise ValueError(f"bufcnt {bufcnt} out of range 2-65535 (Linux sends nothing below 2)")
-        allow = list(dict.fromkeys(bytes(m) for m in mac_allow))
-        if any(len(m) != 6 for m in allow):
-            raise ValueError("allowed MACs must be 6 bytes")
-        self.spec = spec
-        self.shelf = spec.shelf
-        self.slot = spec.slot
-        self.name = spec.name
-        self.readonly = spec.readonly
-        self.sync = sync
-        self.direct = direct
-        self.bufcnt = bufcnt  # advertised in config replies; None: the target's
-        flags = (os.O_RDONLY if spec.readonly else os.O_RDWR) | os.O_CLOEXEC
-        if sync:
-            flags |= os.O_SYNC
-        if direct:
-            flags |= os.O_DIRECT
-        self.fd = os.open(spec.path, flags)
-        try:
-            total = _device_bytes(self.fd) // SECTOR
-            if spec.offset >= total:
-                raise ValueError(
-                    f"offset {spec.offset} is beyond the end of {os.fspath(spec.path)} ({total} sectors)"
-                )
-            avail = total - spec.offset
-            if spec.length is not None and spec.length > avail:
-                raise ValueError(
-                    f"offset {spec.offset} + length {spec.length} exceeds the size of "
-                    f"{os.fspath(spec.path)} ({total} sectors)"
-                )
-            st = os.fstat(self.fd)
-        except BaseException:
-            os.close(self.fd)
-            raise
-        self.device_id = (st.st_dev, st.st_ino)
-        self.sectors: int = spec.length if spec.length is not None else avail
-        self.base = spec.offset * SECTOR
-        # O_DIRECT needs aligned buffers: bounce through a page-aligned anonymous mapping.
-        self._bounce: mmap.mmap | None = mmap.mmap(-1, p.MAX_SCNT * SECTOR) if direct else None
-        self._bounce_mv = memoryview(self._bounce) if self._bounce is not None else None
-        self.identify = p.build_identify(
-            self.sectors, serial=p.make_serial(spec.shelf, spec.slot, hostname or socket.gethostname())
-        )
-        # Protocol state.
-        self.config = b""
-        # Initiator MACs allowed (empty: everybody). Unlike an edit through the mask command, the initial
-        # list may exceed MAX_MASKS (an inventory export shared by many machines).
-        self.masks: list[bytes] = allow
-        self.reservations: list[bytes] = []
-        # Counters.
-        self.frames = 0
-        self.bytes_read = 0
-        self.bytes_written = 0
-        self.errors = 0
-        self.denied = 0  # frames from initiators not on the allow-list (ignored)
-
-    def __repr__(self) -> str:
-        return f"Export({self.name} -> {os.fspath(self.spec.path)}, {self.sectors} sectors)"
-
-    def __enter__(self) -> Export:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def closed(self) -> bool:
-        return self.fd < 0
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if self._bounce_mv is not None:
-            self._bounce_mv.release()
-            self._bounce_mv = None
-        if self._bounce is not None:
-            self._bounce.close()
-            self._bounce = None
-
-    def overlaps(self, other: Export) -> bool:
-        """True if both windows share sectors of the same file or device."""
-        if self.device_id != other.device_id:
-            return False
-        a0, a1 = self.base, self.base + self.sectors * SECTOR
-        b0, b1 = other.base, other.base + other.sectors * SECTOR
-        return a0 < b1 and b0 < a1
-
-    def read_into(self, buf: memoryview, lba: int, count: int) -> int:
-        """Read `count` sectors at window-relative `lba` into buf; returns bytes read.
-
-        The caller checks the range; an out-of-window request raises ValueError.
-        """
-        if lba < 0 or count < 0 or lba + count > self.sectors:
-            raise ValueError(f"{self.name}: sectors {lba}+{count} outside 0-{self.sectors}")
-        n = count * SECTOR
-        if self._bounce_mv is None:
-            return os.preadv(self.fd, [buf[:n]], self.base + lba * SECTOR)
-        got = os.preadv(self.fd, [self._bounce_mv[:n]], self.base + lba * SECTOR)
-        buf[:got] = self._bounce_mv[:got]
-        return got
-
-    def write_from(self, data: memoryview | bytes, lba: int) -> int:
-        """Write whole sectors from data at window-relative `lba`; returns bytes written."""
-        n = len(data)
-        if n % SECTOR or lba < 0 or lba + n // SECTOR > self.sectors:
-            raise ValueError(f"{self.name}: write of {n} bytes at {lba} outside 0-{self.sectors}")
-        if self._bounce_mv is None:
-            return os.pwrite(self.fd, data, self.base + lba * SECTOR)
-        self._bounce_mv[:n] = data
-        return os.pwrite(self.fd, self._bounce_mv[:n], self.base + lba * SECTOR)
-
-    def flush(self) -> None:
-        os.fsync(self.fd)
-
-    def counters(self) -> dict[str, int]:
-        return {
-            "frames": self.frames,
-            "bytes_read": self.bytes_read,
-            "bytes_written": self.bytes_written,
-            "errors": self.errors,
-            "denied": self.denied,
-        }
-
-    def format_counters(self) -> str:
-        return f"{self.name}: " + " ".join(f"{k}={v}" for k, v in self.counters().items())
-
-
 class Target:
     """Answers AoE requests for a set of exports with distinct shelf.slot addresses."""
 
     def __init__(
         self,
-        exports: Sequence[Export],
+        exports: Sequence[OpenExport],
         mac: bytes,
         mtu: int = 1500,
         bufcnt: int = p.DEFAULT_BUFCNT,
@@ -293,8 +55,8 @@ class Target:
             raise ValueError(f"bufcnt {bufcnt} out of range 2-65535 (Linux sends nothing below 2)")
         if mtu < p.MIN_MTU:
             raise ValueError(f"MTU {mtu} too small, need at least {p.MIN_MTU}")
-        self.exports: tuple[Export, ...] = tuple(exports)
-        self._by_addr: dict[int, Export] = {}
+        self.exports: tuple[OpenExport, ...] = tuple(exports)
+        self._by_addr: dict[int, OpenExport] = {}
         for exp in self.exports:
             key = (exp.shelf << 8) | exp.slot
             if key in self._by_addr:
@@ -373,7 +135,7 @@ class Target:
         return count
 
     def _dispatch(
-        self, exp: Export, f: memoryview, n: int, src: bytes, verfl: int, cmd: int, tag: int, send: SendFn
+        self, exp: OpenExport, f: memoryview, n: int, src: bytes, verfl: int, cmd: int, tag: int, send: SendFn
     ) -> int:
         if exp.masks and src not in exp.masks:
             exp.denied += 1
@@ -392,7 +154,7 @@ class Target:
             return self._reserve(exp, f, n, src, send)
         return self._error(exp, f, n, src, p.AoeError.BAD_COMMAND, send)
 
-    def _reply_header(self, exp: Export, f: memoryview, src: bytes, error: int = 0) -> bytearray:
+    def _reply_header(self, exp: OpenExport, f: memoryview, src: bytes, error: int = 0) -> bytearray:
         """Bytes 0..23 of a reply to f (the request's command and tag), as a fresh bytearray."""
         verfl = p.VERFLAGS_ERROR_REPLY if error else p.VERFLAGS_REPLY
         hdr = bytearray(f[:24])
@@ -400,7 +162,7 @@ class Target:
         hdr[20:24] = f[20:24]
         return hdr
 
-    def _error(self, exp: Export, f: memoryview, length: int, src: bytes, error: int, send: SendFn) -> int:
+    def _error(self, exp: OpenExport, f: memoryview, length: int, src: bytes, error: int, send: SendFn) -> int:
         """AoE-level error: echo the first `length` bytes of the request with E set."""
         exp.errors += 1
         reply = self._reply_header(exp, f, src, error) + f[24:length]
@@ -409,7 +171,7 @@ class Target:
 
     # -- ATA -------------------------------------------------------------------------------------
 
-    def _ata(self, exp: Export, f: memoryview, n: int, src: bytes, send: SendFn) -> int:
+    def _ata(self, exp: OpenExport, f: memoryview, n: int, src: bytes, send: SendFn) -> int:
         if n < 36:
             return 0
         _aflags, _feature, scnt, acmd, lba_lo, lba_hi = _ATA.unpack_from(f, 24)
@@ -489,7 +251,7 @@ class Target:
 
     # -- Query Config ----------------------------------------------------------------------------
 
-    def _config_reply(self, exp: Export, dst: bytes, tag: int, ccmd: int, error: int) -> bytes:
+    def _config_reply(self, exp: OpenExport, dst: bytes, tag: int, ccmd: int, error: int) -> bytes:
         return p.build_config_frame(
             dst,
             self.mac,
@@ -505,7 +267,7 @@ class Target:
             error=error,
         )
 
-    def _config(self, exp: Export, f: memoryview, n: int, src: bytes, tag: int, send: SendFn) -> int:
+    def _config(self, exp: OpenExport, f: memoryview, n: int, src: bytes, tag: int, send: SendFn) -> int:
         if n < 32:
             return 0
         ccmd = f[29] & 0x0F
@@ -537,7 +299,7 @@ class Target:
 
     # -- MAC mask list ---------------------------------------------------------------------------
 
-    def _mask(self, exp: Export, f: memoryview, n: int, src: bytes, send: SendFn) -> int:
+    def _mask(self, exp: OpenExport, f: memoryview, n: int, src: bytes, send: SendFn) -> int:
         if n < 28:
             return 0
         mcmd = f[25]
@@ -583,7 +345,7 @@ class Target:
 
     # -- Reserve/Release -------------------------------------------------------------------------
 
-    def _reserve(self, exp: Export, f: memoryview, n: int, src: bytes, send: SendFn) -> int:
+    def _reserve(self, exp: OpenExport, f: memoryview, n: int, src: bytes, send: SendFn) -> int:
         if n < 26:
             return 0
         rcmd, nmacs = f[24], f[25]

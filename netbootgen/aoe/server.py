@@ -1,0 +1,158 @@
+"""Serving a `Target`: `open_transport` (address -> open transport) and `ServeLoop`, the selectors loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from netbootgen.aoe import fastpath
+from netbootgen.aoe.address import TransportAddress, UnixDgramAddress, UnixStreamAddress, parse_transport
+from netbootgen.aoe.dgram import InterfaceTransport, UnixDgramTransport
+from netbootgen.aoe.stream import UnixStreamTransport
+from netbootgen.aoe.target import Target
+from netbootgen.aoe.transport import Transport
+
+log = logging.getLogger("netbootgen.aoe")
+
+
+def open_transport(address: TransportAddress | str, hot_path: str = "auto") -> Transport:
+    """Create and open (bind) the transport for an address or address string.
+
+    `hot_path`: "auto" (C for datagram transports when built), "c" or "python"; raises ValueError when "c"
+    cannot serve this transport.
+    """
+    addr = parse_transport(address) if isinstance(address, str) else address
+    fastpath.resolve(hot_path, datagram=not isinstance(addr, UnixStreamAddress))
+    transport: Transport
+    if isinstance(addr, UnixDgramAddress):
+        transport = UnixDgramTransport(addr, hot_path)
+    elif isinstance(addr, UnixStreamAddress):
+        transport = UnixStreamTransport(addr)
+    else:
+        transport = InterfaceTransport(addr, hot_path)
+    transport.open()
+    return transport
+
+
+class ServeLoop:
+    """Runs a Target on an open Transport until stop() (thread- and signal-safe) is called.
+
+    Announces the exports at start and, while some peer has not spoken yet, every
+    `announce_interval` seconds (None: only once).  Counters are logged at exit and on request.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        transport: Transport,
+        *,
+        announce_interval: float | None = 1.0,
+        ready_file: Path | None = None,
+    ) -> None:
+        self.target = target
+        self.transport = transport
+        self.announce_interval = announce_interval
+        self.ready_file = ready_file
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self.transport.register(self._sel, target)
+        self._stopping = False
+        self._dump = False
+        self._closed = False
+        self._old_handlers: dict[int, Any] = {}
+        if ready_file is not None:
+            tmp = ready_file.with_name(ready_file.name + ".tmp")
+            tmp.write_text(f"{os.getpid()}\n")
+            os.replace(tmp, ready_file)
+
+    def __enter__(self) -> ServeLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _on_wake(self, mask: int) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        """Ask serve_forever() to return; callable from other threads and signal handlers."""
+        self._stopping = True
+        self._wake()
+
+    def request_counters(self) -> None:
+        self._dump = True
+        self._wake()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop the server, SIGUSR1 logs counters (main thread only)."""
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        def on_dump(signum: int, frame: FrameType | None) -> None:
+            self.request_counters()
+
+        for signum, handler in (
+            (signal.SIGTERM, on_stop),
+            (signal.SIGINT, on_stop),
+            (signal.SIGUSR1, on_dump),
+        ):
+            self._old_handlers[signum] = signal.signal(signum, handler)
+
+    def log_counters(self) -> None:
+        for exp in self.target.exports:
+            log.info("%s", exp.format_counters())
+        log.info("%s: %s", self.transport, self.transport.stats())
+
+    def serve_forever(self) -> None:
+        """Serve until stop(); closes the transport and logs counters on the way out."""
+        interval = self.announce_interval
+        sel = self._sel
+        transport = self.transport
+        next_tick: float | None = time.monotonic()
+        try:
+            while not self._stopping:
+                timeout = max(0.0, next_tick - time.monotonic()) if next_tick is not None else None
+                for key, mask in sel.select(timeout):
+                    key.data(mask)
+                if self._dump:
+                    self._dump = False
+                    self.log_counters()
+                if next_tick is not None and time.monotonic() >= next_tick:
+                    if transport.needs_announce():
+                        transport.announce(self.target.announce())
+                    next_tick = time.monotonic() + interval if interval else None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self.transport.close()
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.log_counters()

@@ -1,117 +1,44 @@
-"""The inventory: one TOML file, loaded and validated completely into frozen dataclasses.
+"""The inventory: one TOML file, loaded and validated completely into frozen dataclasses (netbootgen.model).
 
-Validation collects every problem (each naming its key path and value) and raises one InventoryError.
+Validation collects every problem (each naming its key path and value) and raises one InventoryError. What a
+generator needs to render is checked here too (e.g. that every NIC driver has a Kconfig symbol), so that a
+loaded inventory always renders.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import re
 import tomllib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from netbootgen.errors import InputError, InventoryError
+from netbootgen.checker import Checker, known, part, show
+from netbootgen.errors import InventoryError
+from netbootgen.kconfig import FS_SYMBOLS, NIC_DRIVERS, SYMBOL_RE
+from netbootgen.model import Export, Inventory, Machine, Profile, Server
+
+__all__ = ["EXAMPLE_NAME", "Export", "Inventory", "Machine", "Profile", "Server", "example_text",
+           "load_inventory", "normalize_mac", "parse_inventory"]
 
 EXAMPLE_NAME = "<built-in example>"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}\Z")
+# Not '.' or '..': Linux refuses them, and '..' is no path component for the vblade unit's device unit name.
+IFNAME_RE = re.compile(r"^(?!\.\.?\Z)[A-Za-z0-9_.:-]{1,15}\Z")
 MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}\Z")
 CISCO_MAC_RE = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\Z")
 SERIAL_RE = re.compile(r"^tty[A-Za-z]+[0-9]+(,[0-9]{3,7}([noe][5-8]?)?)?\Z")
 KVER_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?-[0-9A-Za-z.+~-]+\Z")
-KCONFIG_RE = re.compile(r"^CONFIG_[A-Z0-9_]+\Z")
 KCONFIG_VALUE_RE = re.compile(r'^(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|"[^"\n]*")\Z')
 MODULE_RE = re.compile(r"^[a-z0-9_]+\Z")
 FSTYPE_RE = re.compile(r"^[a-z0-9]+\Z")
-BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 # Characters an export path may not hold: the vblade unit quotes it for ExecStart= and friends, which cannot
 # carry these (netbootgen.export.systemd.unit_value_problem); checked here so that `validate` reports them.
 UNSAFE_PATH_CHARS = frozenset('"\\')
 MTU_MIN, MTU_MAX = 576, 9216
 SHELF_MAX, SLOT_MAX = 0xFFFE, 0xFE  # 0xffff / 0xff are the broadcast addresses
 SECTIONS = ("profiles", "servers", "exports", "machines")
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    kernel_version: str = "auto"
-    kernel_path: str | None = None
-    nic_drivers: tuple[tuple[str, str], ...] = (("virtio_net", "m"),)
-    aoe: str = "m"
-    config: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class Server:
-    name: str
-    interface: str
-    mtu: int = 1500
-
-
-@dataclass(frozen=True)
-class Export:
-    name: str
-    server: str
-    shelf: int
-    slot: int
-    path: str
-    readonly: bool = False
-    sync: bool = False
-    direct: bool = False
-    bufcnt: int = 64  # Linux keeps min(bufcnt, 64) frames in flight; both vblade and netbootgen gain
-    offset: int = 0
-    length: int | None = None
-
-    @property
-    def target(self) -> str:
-        return f"e{self.shelf}.{self.slot}"
-
-
-@dataclass(frozen=True)
-class Machine:
-    name: str
-    macs: tuple[str, ...]
-    export: str
-    profile: str
-    serial_console: str | None = None
-    kernel_args: tuple[str, ...] = ()
-    mtu: int | None = None
-    aoe_interfaces: tuple[str, ...] = ()
-    fstype: str = "ext4"
-
-
-@dataclass(frozen=True)
-class Inventory:
-    source: str
-    profiles: dict[str, Profile] = field(default_factory=dict)
-    servers: dict[str, Server] = field(default_factory=dict)
-    exports: dict[str, Export] = field(default_factory=dict)
-    machines: dict[str, Machine] = field(default_factory=dict)
-
-    def machine(self, name: str | None) -> Machine:
-        if name is None:
-            return next(iter(self.machines.values()))
-        try:
-            return self.machines[name]
-        except KeyError:
-            raise InputError(f"no machine named {name!r} {_known('machines', name, self.machines)}") from None
-
-    @cached_property
-    def export_users(self) -> dict[str, tuple[Machine, ...]]:
-        """Export name -> the machines booting from it, in inventory order (one pass over the machines, so
-        that per-export lookups stay O(1) in large fleets). Unused exports map to ()."""
-        users: dict[str, list[Machine]] = {name: [] for name in self.exports}
-        for m in self.machines.values():
-            users.setdefault(m.export, []).append(m)
-        return {name: tuple(ms) for name, ms in users.items()}
 
 
 def normalize_mac(value: str) -> str | None:
@@ -126,134 +53,36 @@ def normalize_mac(value: str) -> str | None:
     return ":".join(hexdigits[i : i + 2] for i in range(0, 12, 2))
 
 
-def _part(k: str) -> str:
-    """One component of a key path, quoted as TOML would need it ('node1', '"node 1"')."""
-    return k if BARE_KEY_RE.match(k) else json.dumps(k, ensure_ascii=False)
-
-
-def _show(value: Any, limit: int = 60) -> str:
-    """repr() of a bad value, shortened so that one error stays one line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + "…" + text[-4:]
-
-
-def _known(kind: str, name: str, names: Iterable[str]) -> str:
-    """'(did you mean 'virtio'?)', or the few names there are, for a reference that does not resolve."""
-    names = list(names)
-    close = difflib.get_close_matches(name, names, n=3) if len(names) <= 1000 else []  # keep big fleets fast
-    if close:
-        return f"(did you mean {' or '.join(repr(n) for n in close)}?)"
-    if not names:
-        return f"({kind}: none)"
-    if len(names) <= 8:
-        return f"({kind}: {', '.join(names)})"
-    return f"(none of the {len(names)} {kind} is close)" if len(names) <= 1000 else f"({len(names)} {kind} defined)"
-
-
 def _kernel_arg_problem(arg: str) -> str | None:
     if not arg:
         return "empty kernel argument"
     if any(c in arg for c in "\"'\\") or not arg.isprintable():
-        return f"kernel argument {_show(arg)} contains a quote, backslash, newline or control character"
+        return f"kernel argument {show(arg)} contains a quote, backslash, newline or control character"
     if " " in arg:
-        return f"kernel argument {_show(arg)} contains a space (give each argument as its own list item)"
+        return f"kernel argument {show(arg)} contains a space (give each argument as its own list item)"
     return None
 
 
 def _path_problem(path: str) -> str | None:
     if not path.startswith("/"):
-        return f"{_show(path)} must be an absolute path"
+        return f"{show(path)} must be an absolute path"
     if any(c in UNSAFE_PATH_CHARS for c in path) or not path.isprintable():
-        return f"{_show(path)} contains a double quote, backslash or control character (not allowed in a unit file)"
+        return f"{show(path)} contains a double quote, backslash or control character (not allowed in a unit file)"
     return None
 
 
-class _Checker:
-    """Reads raw TOML tables into dataclass fields, recording problems instead of raising.
-
-    It also holds what the cross-entity rules need while the tables are read in order: the MACs and
-    shelf.slot targets seen so far, and the names rejected as unsafe (so that references to them are not
-    reported a second time)."""
+class _Checker(Checker):
+    """A Checker that also holds what the cross-entity rules need while the tables are read in order: the
+    MACs and shelf.slot targets seen so far, and the names rejected as unsafe (so that references to them are
+    not reported a second time)."""
 
     def __init__(self) -> None:
-        self.problems: list[str] = []
+        super().__init__()
         self.macs: dict[str, tuple[str, str]] = {}  # normalized MAC -> (key path, value as written)
         self.targets: dict[tuple[int, int], str] = {}  # (shelf, slot) -> key path of the export
         self.rejected: dict[str, set[str]] = {s: set() for s in SECTIONS}
         self.default_profile_users: set[str] = set()
-
-    def bad(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {message}")
-
-    def table(self, raw: Any, key: str) -> dict[str, Any]:
-        if raw is None:
-            return {}
-        if not isinstance(raw, dict):
-            self.bad(key, f"must be a table, not {_show(raw)}")
-            return {}
-        return raw
-
-    def keys(self, raw: dict[str, Any], key: str | None, allowed: set[str],
-             required: Iterable[str] = ()) -> None:
-        if raw.keys() <= allowed and raw.keys() >= set(required):
-            return
-        prefix = f"{key}." if key else ""
-        for k in sorted(raw):
-            if k not in allowed:
-                close = difflib.get_close_matches(k, sorted(allowed), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(allowed))}"
-                self.bad(f"{prefix}{_part(k)}", f"unknown key {k!r} ({hint})")
-        for k in sorted(set(required) - raw.keys()):
-            self.bad(f"{prefix}{k}", "is required")
-
-    def name(self, name: str, key: str) -> bool:
-        if not NAME_RE.match(name) or ".." in name:
-            self.bad(key, f"name {_show(name)} is not safe as a file or unit name (letters, digits, '_', '.', "
-                          "'-', starting with a letter or digit; no '/', '..', spaces or shell characters; "
-                          "at most 64)")
-            return False
-        return True
-
-    def str_(self, raw: dict[str, Any], k: str, key: str, default: str | None = None) -> str | None:
-        v = raw.get(k, default)
-        if v is not None and not isinstance(v, str):
-            self.bad(f"{key}.{k}", f"must be a string, not {_show(v)}")
-            return default
-        return v
-
-    def int_(self, raw: dict[str, Any], k: str, key: str, default: int | None, lo: int, hi: int,
-             why: str = "") -> int | None:
-        """The integer at `k` (`default` when absent), or None after reporting a bad one."""
-        if k not in raw:
-            return default
-        v = raw[k]
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.bad(f"{key}.{k}", f"must be an integer, not {_show(v)}")
-            return None
-        if not lo <= v <= hi:
-            self.bad(f"{key}.{k}", f"{v!r} is out of range ({lo}–{hi}{'; ' + why if why else ''})")
-            return None
-        return v
-
-    def bool_(self, raw: dict[str, Any], k: str, key: str) -> bool:
-        v = raw.get(k, False)
-        if not isinstance(v, bool):
-            self.bad(f"{key}.{k}", f"must be true or false, not {_show(v)}")
-            return False
-        return v
-
-    def strlist(self, raw: dict[str, Any], k: str, key: str) -> tuple[str, ...]:
-        v = raw.get(k, [])
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            self.bad(f"{key}.{k}", f"must be a list of strings, not {_show(v)}")
-            return ()
-        return tuple(v)
-
-    def ym(self, value: Any, key: str) -> str:
-        if value not in ("y", "m"):
-            self.bad(key, f"must be \"y\" or \"m\", not {_show(value)}")
-            return "m"
-        return str(value)
+        self.kconfig_named: dict[str, set[str]] = {}  # profile -> the names in its kconfig_symbols
 
     def kernel_args(self, args: tuple[str, ...], key: str) -> None:
         for i, arg in enumerate(args):
@@ -274,7 +103,7 @@ def _serial(c: _Checker, raw: dict[str, Any], key: str) -> str | None:
     if serial == "":
         return None  # an explicit "no serial console", e.g. to override defaults.serial_console
     if serial is not None and not SERIAL_RE.match(serial):
-        c.bad(f"{key}.serial_console", f"{_show(serial)} is not a serial console (e.g. \"ttyS0,115200\")")
+        c.bad(f"{key}.serial_console", f"{show(serial)} is not a serial console (e.g. \"ttyS0,115200\")")
         return None
     return serial
 
@@ -287,14 +116,14 @@ def _defaults(c: _Checker, raw: dict[str, Any]) -> _Defaults:
 
 
 def _profile(c: _Checker, name: str, raw: dict[str, Any]) -> Profile:
-    key = f"profiles.{_part(name)}"
-    c.keys(raw, key, {"kernel_version", "kernel_path", "nic_drivers", "aoe", "config"})
+    key = f"profiles.{part(name)}"
+    c.keys(raw, key, {"kernel_version", "kernel_path", "nic_drivers", "aoe", "config", "kconfig_symbols"})
     kver = c.str_(raw, "kernel_version", key, "auto") or "auto"
     if kver != "auto" and not KVER_RE.match(kver):
-        c.bad(f"{key}.kernel_version", f"{_show(kver)} is not a kernel version (\"auto\" or e.g. \"6.1.0-56-amd64\")")
+        c.bad(f"{key}.kernel_version", f"{show(kver)} is not a kernel version (\"auto\" or e.g. \"6.1.0-56-amd64\")")
     kpath = c.str_(raw, "kernel_path", key)
     if kpath is not None and not kpath.startswith("/"):
-        c.bad(f"{key}.kernel_path", f"{_show(kpath)} must be an absolute path")
+        c.bad(f"{key}.kernel_path", f"{show(kpath)} must be an absolute path")
     if kpath is not None and "kernel_version" in raw:
         c.bad(f"{key}.kernel_path", "give kernel_version or kernel_path, not both")
     drivers = []
@@ -303,35 +132,61 @@ def _profile(c: _Checker, name: str, raw: dict[str, Any]) -> Profile:
     else:
         for drv, how in sorted(raw.get("nic_drivers", {"virtio_net": "m"}).items()):
             if not MODULE_RE.match(drv):
-                c.bad(f"{key}.nic_drivers.{_part(drv)}", f"{_show(drv)} is not a kernel module name")
-            drivers.append((drv, c.ym(how, f"{key}.nic_drivers.{_part(drv)}")))
+                c.bad(f"{key}.nic_drivers.{part(drv)}", f"{show(drv)} is not a kernel module name")
+            drivers.append((drv, c.ym(how, f"{key}.nic_drivers.{part(drv)}")))
         if not drivers:
             c.bad(f"{key}.nic_drivers", "needs at least one NIC driver")
     aoe = c.ym(raw.get("aoe", "m"), f"{key}.aoe")
     config = []
     for sym, val in sorted(c.table(raw.get("config", {}), f"{key}.config").items()):
-        skey = f"{key}.config.{_part(sym)}"
-        if not KCONFIG_RE.match(sym):
-            c.bad(skey, f"{_show(sym)} is not a Kconfig symbol (CONFIG_…)")
+        skey = f"{key}.config.{part(sym)}"
+        if not SYMBOL_RE.match(sym):
+            c.bad(skey, f"{show(sym)} is not a Kconfig symbol (CONFIG_…)")
         if not isinstance(val, str) or not KCONFIG_VALUE_RE.match(val):
-            c.bad(skey, f"{_show(val)} must be \"y\", \"m\", \"n\", a number or a quoted string")
+            c.bad(skey, f"{show(val)} must be \"y\", \"m\", \"n\", a number or a quoted string")
             continue
         config.append((sym, val))
-    return Profile(name, kver, kpath, tuple(drivers), aoe, tuple(config))
+    given = c.table(raw.get("kconfig_symbols", {}), f"{key}.kconfig_symbols")
+    c.kconfig_named[name] = set(given)  # a malformed symbol is reported once, not its driver as unknown too
+    for drv, _ in drivers:
+        if MODULE_RE.match(drv) and drv not in NIC_DRIVERS and drv not in given:
+            c.bad(f"{key}.nic_drivers.{part(drv)}", _no_symbol("NIC driver", drv, NIC_DRIVERS, key))
+    symbols = tuple(_kconfig_symbols(c, given, key).items())
+    return Profile(name, kver, kpath, tuple(drivers), aoe, tuple(config), symbols)
+
+
+def _kconfig_symbols(c: _Checker, raw: dict[str, Any], key: str) -> dict[str, str]:
+    """profiles.*.kconfig_symbols: NIC driver or file system type -> its Kconfig symbol, for those that
+    netbootgen.kconfig does not know. Which names it may hold is checked once the machines are read."""
+    symbols = {}
+    for name, sym in sorted(raw.items()):
+        if isinstance(sym, str) and SYMBOL_RE.match(sym):
+            symbols[name] = sym
+        else:
+            c.bad(f"{key}.kconfig_symbols.{part(name)}", f"{show(sym)} is not a Kconfig symbol (CONFIG_ followed "
+                                                         "by upper-case letters, digits and '_')")
+    return symbols
+
+
+def _no_symbol(what: str, name: str, table: dict[str, Any], profile_key: str) -> str:
+    hint = known(f"{what}s it knows", name, sorted(table))
+    return (f"netbootgen does not know the Kconfig symbol of {what} {name!r} {hint}; if the name is right, "
+            f"give its symbol in {profile_key}.kconfig_symbols, e.g. "
+            f"kconfig_symbols = {{ {name} = \"CONFIG_…\" }}")
 
 
 def _server(c: _Checker, name: str, raw: dict[str, Any]) -> Server:
-    key = f"servers.{_part(name)}"
+    key = f"servers.{part(name)}"
     c.keys(raw, key, {"interface", "mtu"}, {"interface"})
     iface = c.str_(raw, "interface", key) or "eth0"
     if "interface" in raw and not IFNAME_RE.match(iface):
-        c.bad(f"{key}.interface", f"{_show(iface)} is not an interface name")
+        c.bad(f"{key}.interface", f"{show(iface)} is not an interface name")
     mtu = c.int_(raw, "mtu", key, 1500, MTU_MIN, MTU_MAX)
     return Server(name, iface, mtu or 1500)
 
 
 def _export(c: _Checker, name: str, raw: dict[str, Any]) -> Export:
-    key = f"exports.{_part(name)}"
+    key = f"exports.{part(name)}"
     allowed = {"server", "shelf", "slot", "path", "readonly", "sync", "direct", "bufcnt", "offset", "length"}
     c.keys(raw, key, allowed, {"server", "shelf", "slot", "path"})
     path = c.str_(raw, "path", key) or ""
@@ -370,12 +225,12 @@ def _macs(c: _Checker, raw: dict[str, Any], key: str) -> tuple[str, ...]:
         mkey = f"{key}.macs[{i}]"
         norm = normalize_mac(mac)
         if norm is None:
-            c.bad(mkey, f"{_show(mac)} is not a valid MAC address (e.g. \"52:54:00:12:34:56\")")
+            c.bad(mkey, f"{show(mac)} is not a valid MAC address (e.g. \"52:54:00:12:34:56\")")
         elif int(norm[:2], 16) & 1 or norm == "00:00:00:00:00:00":
-            c.bad(mkey, f"{_show(mac)} is a multicast, broadcast or all-zero address, not a NIC's")
+            c.bad(mkey, f"{show(mac)} is a multicast, broadcast or all-zero address, not a NIC's")
         elif norm in c.macs:
             first_key, first = c.macs[norm]
-            c.bad(mkey, f"MAC {_show(mac)} is already used by {first_key} ({first!r}; both are {norm})")
+            c.bad(mkey, f"MAC {show(mac)} is already used by {first_key} ({first!r}; both are {norm})")
         else:
             c.macs[norm] = (mkey, mac)
             macs.append(norm)
@@ -383,7 +238,7 @@ def _macs(c: _Checker, raw: dict[str, Any], key: str) -> tuple[str, ...]:
 
 
 def _machine(c: _Checker, name: str, raw: dict[str, Any], defaults: _Defaults) -> Machine:
-    key = f"machines.{_part(name)}"
+    key = f"machines.{part(name)}"
     allowed = {"macs", "export", "profile", "serial_console", "kernel_args", "mtu", "aoe_interfaces", "fstype"}
     c.keys(raw, key, allowed, {"macs", "export"})
     macs = _macs(c, raw, key)
@@ -402,10 +257,10 @@ def _machine(c: _Checker, name: str, raw: dict[str, Any], defaults: _Defaults) -
         elif IFNAME_RE.match(iface):
             ifaces.append(iface)
         else:
-            c.bad(f"{key}.aoe_interfaces[{i}]", f"{_show(iface)} is neither an interface name nor a MAC address")
+            c.bad(f"{key}.aoe_interfaces[{i}]", f"{show(iface)} is neither an interface name nor a MAC address")
     fstype = c.str_(raw, "fstype", key, "ext4") or "ext4"
     if not FSTYPE_RE.match(fstype):
-        c.bad(f"{key}.fstype", f"{_show(fstype)} is not a file system type")
+        c.bad(f"{key}.fstype", f"{show(fstype)} is not a file system type")
     if "profile" in raw:
         profile = c.str_(raw, "profile", key) or ""
     else:
@@ -431,32 +286,65 @@ def _cross_checks(c: _Checker, inv: Inventory, defaults: _Defaults) -> None:
         default_profile_bad = True
         if defaults.profile not in c.rejected["profiles"]:
             c.bad("defaults.profile", f"no profile named {defaults.profile!r} "
-                                      f"{_known('profiles', defaults.profile, inv.profiles)}")
+                                      f"{known('profiles', defaults.profile, inv.profiles)}")
     first_user: dict[str, str] = {}
     for m in inv.machines.values():
-        key = f"machines.{_part(m.name)}"
+        key = f"machines.{part(m.name)}"
         from_defaults = m.name in c.default_profile_users
         if not m.profile:
             c.bad(f"{key}.profile", "is required (or set defaults.profile)")
         elif m.profile not in inv.profiles and not (from_defaults and default_profile_bad) \
                 and m.profile not in c.rejected["profiles"]:
-            c.bad(f"{key}.profile", f"no profile named {m.profile!r} {_known('profiles', m.profile, inv.profiles)}")
+            c.bad(f"{key}.profile", f"no profile named {m.profile!r} {known('profiles', m.profile, inv.profiles)}")
         if not m.export:
             continue
         ex = inv.exports.get(m.export)
         if ex is None:
             if m.export not in c.rejected["exports"]:
-                c.bad(f"{key}.export", f"no export named {m.export!r} {_known('exports', m.export, inv.exports)}")
+                c.bad(f"{key}.export", f"no export named {m.export!r} {known('exports', m.export, inv.exports)}")
         elif m.export in first_user and not ex.readonly:
             c.bad(f"{key}.export", f"{m.export!r} is a writable export already used by {first_user[m.export]} "
-                                   f"(set exports.{_part(m.export)}.readonly = true, or give each machine "
+                                   f"(set exports.{part(m.export)}.readonly = true, or give each machine "
                                    "its own export)")
         else:
-            first_user.setdefault(m.export, f"machines.{_part(m.name)}")
+            first_user.setdefault(m.export, f"machines.{part(m.name)}")
     for ex in inv.exports.values():
         if ex.server and ex.server not in inv.servers and ex.server not in c.rejected["servers"]:
-            c.bad(f"exports.{_part(ex.name)}.server",
-                  f"no server named {ex.server!r} {_known('servers', ex.server, inv.servers)}")
+            c.bad(f"exports.{part(ex.name)}.server",
+                  f"no server named {ex.server!r} {known('servers', ex.server, inv.servers)}")
+
+
+def _kconfig_checks(c: _Checker, inv: Inventory) -> None:
+    """Every root file system type has a Kconfig symbol (netbootgen's or the profile's kconfig_symbols;
+    reported at the first machine of each profile using it), and every kconfig_symbols entry names a NIC
+    driver of its profile or the fstype of one of its machines, and does not contradict netbootgen's table."""
+    fstypes: dict[str, set[str]] = {name: set() for name in inv.profiles}
+    for m in inv.machines.values():
+        if m.profile not in inv.profiles or m.fstype in fstypes[m.profile]:
+            continue
+        fstypes[m.profile].add(m.fstype)
+        pkey = f"profiles.{part(m.profile)}"
+        if FSTYPE_RE.match(m.fstype) and m.fstype not in FS_SYMBOLS \
+                and m.fstype not in c.kconfig_named[m.profile]:
+            c.bad(f"machines.{part(m.name)}.fstype", _no_symbol("file system", m.fstype, FS_SYMBOLS, pkey))
+    for p in inv.profiles.values():
+        pkey = f"profiles.{part(p.name)}"
+        drivers = [drv for drv, _ in p.nic_drivers]
+        symbols = dict(p.kconfig_symbols)
+        for name in sorted(c.kconfig_named[p.name]):
+            skey, sym = f"{pkey}.kconfig_symbols.{part(name)}", symbols.get(name)
+            if name not in drivers and name not in fstypes[p.name]:
+                c.bad(skey, f"{show(name)} is neither a NIC driver of {pkey} ({', '.join(drivers) or 'none'}) nor "
+                            f"the fstype of one of its machines ({', '.join(sorted(fstypes[p.name])) or 'none'})")
+            elif sym is None:
+                continue  # a malformed symbol, already reported
+            elif name in drivers and name in NIC_DRIVERS and sym != NIC_DRIVERS[name].symbol:
+                c.bad(skey, f"{show(sym)}: netbootgen knows the symbol of NIC driver {name!r} "
+                            f"({NIC_DRIVERS[name].symbol}); remove this entry (other options go in {pkey}.config)")
+            elif name in fstypes[p.name] and name in FS_SYMBOLS and sym not in FS_SYMBOLS[name]:
+                c.bad(skey, f"{show(sym)}: netbootgen knows the symbols of file system {name!r} "
+                            f"({', '.join(FS_SYMBOLS[name])}); remove this entry (other options go in "
+                            f"{pkey}.config)")
 
 
 def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
@@ -467,7 +355,7 @@ def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
     for section in SECTIONS:
         sections[section] = {}
         for name, raw in c.table(data.get(section), section).items():
-            key = f"{section}.{_part(name)}"
+            key = f"{section}.{part(name)}"
             if c.name(name, key) and (isinstance(raw, dict) or c.table(raw, key)):
                 sections[section][name] = raw
             else:
@@ -482,6 +370,7 @@ def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
         machines={n: _machine(c, n, r, defaults) for n, r in sorted(sections["machines"].items())},
     )
     _cross_checks(c, inv, defaults)
+    _kconfig_checks(c, inv)
     if c.problems:
         raise InventoryError(source, c.problems)
     return inv

@@ -18,6 +18,8 @@ N2_EXPORT = 'export = "root-node2"'
 DEFAULT_PROFILE = 'profile = "virtio"'
 EX1_PATH = 'path = "/srv/aoe/node1.img"'
 EX1_TARGET = "shelf = 0\nslot = 1"
+NIC_DRIVERS = 'nic_drivers = { virtio_net = "m" }'
+DEBUG_INFO = 'config = { CONFIG_DEBUG_INFO = "y" }'
 
 
 def error_lines(res: Result) -> list[str]:
@@ -127,6 +129,20 @@ CASES: list[tuple[str, list[tuple[str, str]], str, str]] = [
     # export paths go into the vblade unit
     ("export-path-relative", [(EX1_PATH, 'path = "srv/node1.img"')], "exports.root-node1.path", "'srv/node1.img'"),
     ("export-path-newline", [(EX1_PATH, 'path = "/srv/a\\nb.img"')], "exports.root-node1.path", "'/srv/a\\nb.img'"),
+    # interface names Linux refuses ('..' would also break the vblade unit's device unit name)
+    *[(f"server-interface-{name}", [('interface = "eth0"', f'interface = "{dots}"')], "servers.store1.interface",
+       f"'{dots}'") for name, dots in [("dot", "."), ("dotdot", "..")]],
+    # a NIC driver or root file system without a Kconfig symbol, whatever config holds (issue 8)
+    ("nic-driver-without-symbol", [(NIC_DRIVERS, 'nic_drivers = { r8152 = "m" }\n' + DEBUG_INFO)],
+     "profiles.virtio.nic_drivers.r8152", "'r8152'"),
+    ("fstype-without-symbol",
+     [(NIC_DRIVERS, NIC_DRIVERS + "\n" + DEBUG_INFO), (N2_EXPORT, N2_EXPORT + '\nfstype = "zfs"')],
+     "machines.node2.fstype", "'zfs'"),
+    ("kconfig-symbol-malformed",
+     [(NIC_DRIVERS, 'nic_drivers = { r8152 = "m" }\nkconfig_symbols = { r8152 = "r8152" }')],
+     "profiles.virtio.kconfig_symbols.r8152", "'r8152' is not a Kconfig symbol"),
+    ("kconfig-symbol-unused", [(NIC_DRIVERS, NIC_DRIVERS + '\nkconfig_symbols = { r8152 = "CONFIG_USB_RTL8152" }')],
+     "profiles.virtio.kconfig_symbols.r8152", "'r8152' is neither a NIC driver"),
 ]
 
 
@@ -207,6 +223,30 @@ def test_every_error_is_reported_at_once(make_inventory: Callable[..., Path], cl
     for key, value in expected:
         assert_reported(res, key, value)
     assert f"{len(expected)} error(s) in the inventory" in res.output
+
+
+def test_validate_closes_the_config_loophole(make_inventory: Callable[..., Path], cli: Callable[..., Result]) -> None:
+    """Issue 8: `config` setting some option used to hide an unknown NIC driver; validate passed and the
+    fragment had no symbol for it. Now validate (which renders nothing) names the driver and the fix."""
+    path = make_inventory((NIC_DRIVERS, 'nic_drivers = { r8152 = "m" }\n' + DEBUG_INFO))
+    res = cli("validate", path)
+    assert_reported(res, "profiles.virtio.nic_drivers.r8152", "'r8152'")
+    assert "1 error(s) in the inventory" in res.output
+    assert 'kconfig_symbols = { r8152 = "CONFIG_' in res.output
+    fixed = make_inventory((NIC_DRIVERS, 'nic_drivers = { r8152 = "m" }\n' + DEBUG_INFO +
+                                         '\nkconfig_symbols = { r8152 = "CONFIG_USB_RTL8152" }'))
+    cli("validate", fixed, expect=0)
+    assert load_inventory(fixed).profiles["virtio"].kconfig_symbols == (("r8152", "CONFIG_USB_RTL8152"),)
+
+
+def test_validate_does_not_render(
+    make_inventory: Callable[..., Path], cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_render(*_: object) -> None:
+        raise AssertionError("validate rendered the inventory")
+
+    monkeypatch.setattr("netbootgen.generate.render_inventory", no_render)
+    cli("validate", make_inventory(), expect=0)
 
 
 def test_valid_inventory(make_inventory: Callable[..., Path], cli: Callable[..., Result]) -> None:

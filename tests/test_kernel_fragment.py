@@ -1,4 +1,5 @@
-"""Kernel config fragments: their lines, their checks, and their symbols against Debian's real kernel."""
+"""Kernel config fragments: their lines, the Kconfig symbols the loader requires, and those symbols against
+Debian's real kernel."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import pytest
 from netbootgen.cache import cache_dir
 from netbootgen.errors import InventoryError, NetbootgenError
 from netbootgen.inventory import Inventory, Profile, load_inventory
+from netbootgen.kconfig import FS_SYMBOLS, NIC_DRIVERS
 from netbootgen.kernel.fetch import KernelTree, fetch_kernel
-from netbootgen.kernel.fragment import FS_SYMBOLS, NIC_DRIVERS, fragment_groups, render_fragments
+from netbootgen.kernel.fragment import fragment_groups, render_fragments
 
 # merge_config.sh's two patterns for a symbol line (SED_CONFIG_EXP1/2).
 SET_RE = re.compile(r"^(CONFIG_[a-zA-Z0-9_]*)=(.*)$")
@@ -112,8 +114,7 @@ def test_a_built_in_nic_driver_gets_its_bus_driver_built_in(tmp_path: Path) -> N
 
 
 def test_shared_dependency_built_in_wins() -> None:
-    groups, problems = fragment_groups(Profile("p", nic_drivers=(("mlx4_en", "m"), ("mlx5_core", "y"))))
-    assert problems == []
+    groups = fragment_groups(Profile("p", nic_drivers=(("mlx4_en", "m"), ("mlx5_core", "y"))))
     nic = dict(groups[1].options)
     assert (nic["CONFIG_MLX4_EN"], nic["CONFIG_MLX4_CORE"], nic["CONFIG_MLX5_CORE"]) == ("m", "m", "y")
     assert nic["CONFIG_NET_VENDOR_MELLANOX"] == "y"
@@ -147,27 +148,106 @@ def test_root_file_systems_of_the_profiles_machines(tmp_path: Path) -> None:
     assert opts["CONFIG_XFS_FS"] == opts["CONFIG_EXT4_FS"] == opts["CONFIG_EXT4_USE_FOR_EXT2"] == "y"
 
 
-def test_unknown_nic_driver_is_an_inventory_error(tmp_path: Path) -> None:
+# --- NIC drivers and file systems without a known symbol: the loader's errors, kconfig_symbols -------------
+
+def load_error(tmp_path: Path, profile: str, base: str = BASE) -> InventoryError:
     with pytest.raises(InventoryError) as e:
-        fragment(tmp_path, 'nic_drivers = { r8152 = "m" }\n')
-    (problem,) = e.value.problems
-    assert problem.startswith("profiles.p.nic_drivers.r8152: netbootgen does not know the kernel config "
-                              "symbol of NIC driver 'r8152'")
-    assert "set the symbol in profiles.p.config" in problem
+        load(tmp_path, profile, base)
     assert e.value.exit_code == 2
+    return e.value
 
 
-def test_unknown_nic_driver_with_its_symbol_in_config(tmp_path: Path) -> None:
-    opts = options(fragment(tmp_path, 'nic_drivers = { r8152 = "m" }\n'
-                                      'config = { CONFIG_USB_RTL8152 = "m" }\n'))
-    assert opts["CONFIG_USB_RTL8152"] == "m"
+def test_unknown_nic_driver_is_an_error_at_load(tmp_path: Path) -> None:
+    (problem,) = load_error(tmp_path, 'nic_drivers = { r8152 = "m" }\n').problems
+    assert problem.startswith("profiles.p.nic_drivers.r8152: netbootgen does not know the Kconfig symbol of "
+                              "NIC driver 'r8152'")
+    assert 'give its symbol in profiles.p.kconfig_symbols, e.g. kconfig_symbols = { r8152 = "CONFIG_' in problem
 
 
-def test_unknown_file_system_is_an_inventory_error(tmp_path: Path) -> None:
-    with pytest.raises(InventoryError) as e:
-        fragment(tmp_path, "", BASE + 'fstype = "zfs"\n')
-    assert e.value.problems[0].startswith("machines.m1.fstype: netbootgen does not know the kernel config "
-                                          "symbol of file system 'zfs'")
+def test_unknown_nic_driver_is_an_error_whatever_config_holds(tmp_path: Path) -> None:
+    """The loophole of issue 8: any "y"/"m" option in config used to stand for the missing symbol, and the
+    fragment then had no symbol for the driver at all."""
+    error = load_error(tmp_path, 'nic_drivers = { r8152 = "m" }\nconfig = { CONFIG_DEBUG_INFO = "y" }\n')
+    (problem,) = error.problems
+    assert problem.startswith("profiles.p.nic_drivers.r8152: ") and "'r8152'" in problem
+
+
+def test_unknown_file_system_is_an_error_whatever_config_holds(tmp_path: Path) -> None:
+    error = load_error(tmp_path, 'config = { CONFIG_DEBUG_INFO = "y" }\n', BASE + 'fstype = "zfs"\n')
+    (problem,) = error.problems
+    assert problem.startswith("machines.m1.fstype: netbootgen does not know the Kconfig symbol of file system "
+                              "'zfs'")
+    assert "give its symbol in profiles.p.kconfig_symbols" in problem
+
+
+def test_unknown_file_system_is_reported_once_per_profile(tmp_path: Path) -> None:
+    base = BASE + 'fstype = "zfs"\n' + textwrap.dedent("""\
+        [exports.e2]
+        server = "s"
+        shelf = 0
+        slot = 2
+        path = "/srv/2.img"
+        [machines.m2]
+        macs = ["52:54:00:00:00:02"]
+        export = "e2"
+        profile = "p"
+        fstype = "zfs"
+    """)
+    (problem,) = load_error(tmp_path, "", base).problems
+    assert problem.startswith("machines.m1.fstype: ")
+
+
+def test_kconfig_symbols_give_the_missing_symbols(tmp_path: Path) -> None:
+    text = fragment(tmp_path, 'nic_drivers = { r8152 = "m", virtio_net = "y" }\n'
+                              'kconfig_symbols = { r8152 = "CONFIG_USB_RTL8152", zfs = "CONFIG_ZFS" }\n'
+                              'config = { CONFIG_USB_NET_DRIVERS = "y" }\n', BASE + 'fstype = "zfs"\n')
+    opts = options(text)
+    assert opts["CONFIG_USB_RTL8152"] == "m" and opts["CONFIG_VIRTIO_NET"] == "y"
+    assert opts["CONFIG_ZFS"] == "y" and "CONFIG_EXT4_FS" not in opts
+    assert opts["CONFIG_USB_NET_DRIVERS"] == "y"
+    assert load(tmp_path, 'nic_drivers = { r8152 = "m" }\nkconfig_symbols = { r8152 = "CONFIG_USB_RTL8152" }\n'
+                ).profiles["p"].kconfig_symbols == (("r8152", "CONFIG_USB_RTL8152"),)
+
+
+def test_kconfig_symbols_may_repeat_a_known_symbol(tmp_path: Path) -> None:
+    profile = ('nic_drivers = { e1000e = "m" }\n'
+               'kconfig_symbols = { e1000e = "CONFIG_E1000E", ext2 = "CONFIG_EXT4_FS" }\n')
+    assert options(fragment(tmp_path, profile, BASE + 'fstype = "ext2"\n')) == options(
+        fragment(tmp_path, 'nic_drivers = { e1000e = "m" }\n', BASE + 'fstype = "ext2"\n'))
+
+
+@pytest.mark.parametrize(("profile", "key", "value"), [
+    pytest.param('nic_drivers = { r8152 = "m" }\nkconfig_symbols = { r8152 = "usb_rtl8152" }\n',
+                 "profiles.p.kconfig_symbols.r8152", "'usb_rtl8152' is not a Kconfig symbol", id="lower-case"),
+    pytest.param('nic_drivers = { r8152 = "m" }\nkconfig_symbols = { r8152 = "CONFIG_USB_RTL8152=m" }\n',
+                 "profiles.p.kconfig_symbols.r8152", "'CONFIG_USB_RTL8152=m' is not a Kconfig symbol",
+                 id="with-value"),
+    pytest.param('nic_drivers = { r8152 = "m" }\nkconfig_symbols = { r8152 = 1 }\n',
+                 "profiles.p.kconfig_symbols.r8152", "1 is not a Kconfig symbol", id="not-a-string"),
+    pytest.param('kconfig_symbols = { r8152 = "CONFIG_USB_RTL8152" }\n',
+                 "profiles.p.kconfig_symbols.r8152", "'r8152' is neither a NIC driver of profiles.p (virtio_net) "
+                 "nor the fstype of one of its machines (ext4)", id="driver-not-in-profile"),
+    pytest.param('kconfig_symbols = { zfs = "CONFIG_ZFS" }\n',
+                 "profiles.p.kconfig_symbols.zfs", "'zfs' is neither", id="fs-not-used"),
+    pytest.param('nic_drivers = { e1000e = "m" }\nkconfig_symbols = { e1000e = "CONFIG_E1000" }\n',
+                 "profiles.p.kconfig_symbols.e1000e", "'CONFIG_E1000': netbootgen knows the symbol of NIC driver "
+                 "'e1000e' (CONFIG_E1000E)", id="contradicts-the-table"),
+    pytest.param('kconfig_symbols = { ext4 = "CONFIG_EXT3_FS" }\n',
+                 "profiles.p.kconfig_symbols.ext4", "'CONFIG_EXT3_FS': netbootgen knows the symbols of file "
+                 "system 'ext4' (CONFIG_EXT4_FS)", id="contradicts-the-fs-table"),
+    pytest.param('kconfig_symbols = "CONFIG_USB_RTL8152"\n',
+                 "profiles.p.kconfig_symbols", "must be a table", id="not-a-table"),
+])
+def test_bad_kconfig_symbols(tmp_path: Path, profile: str, key: str, value: str) -> None:
+    (problem,) = load_error(tmp_path, profile).problems
+    assert problem.startswith(f"{key}: {value}"), problem
+
+
+def test_the_fragment_only_renders(tmp_path: Path) -> None:
+    """A Profile the loader did not check (no symbol for r8152) is an internal error, not an inventory one."""
+    with pytest.raises(NetbootgenError, match="internal error: no Kconfig symbol for NIC driver 'r8152'") as e:
+        fragment_groups(Profile("p", nic_drivers=(("r8152", "m"),), config=(("CONFIG_DEBUG_INFO", "y"),)))
+    assert not isinstance(e.value, InventoryError)
 
 
 def test_fragment_is_deterministic(tmp_path: Path) -> None:

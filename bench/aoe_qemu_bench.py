@@ -22,7 +22,6 @@ import argparse
 import os
 import re
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,10 @@ import time
 import uuid
 from pathlib import Path
 
-from netbootgen.testing.guest import build_initramfs, guest_argv
+from netbootgen.aoe.process import ServeProcess
+from netbootgen.emulate.qemu import dgram_netdev, qemu_argv, stream_netdev, tap_netdev
+from netbootgen.run import need_binary, run, spawn
+from netbootgen.testing.guest import build_initramfs, guest_spec
 
 SCRIPT = r"""
 wait_dev /dev/etherd/e1.2 30 || { echo BENCH-FAIL no device; poweroff -f; }
@@ -59,14 +61,6 @@ poweroff -f
 SETUPS = ["netbootgen-dgram", "netbootgen-stream", "netbootgen-tap", "netbootgen-py-tap", "vblade-tap"]
 
 
-def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{path} did not appear")
-        time.sleep(0.02)
-
-
 def preread(path: Path) -> None:
     with open(path, "rb") as f:
         while f.read(1 << 20):
@@ -75,27 +69,25 @@ def preread(path: Path) -> None:
 
 def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work: Path, disk: Path) -> dict[str, float]:
     tap = f"aoeb{uuid.uuid4().hex[:6]}"
-    target: subprocess.Popen[bytes] | None = None
+    served: ServeProcess | None = None
+    vblade: subprocess.Popen[bytes] | None = None
     target_log = ""
-    ready = work / "ready"
-    ready.unlink(missing_ok=True)
+    text = ""
     bufcnt = ["--bufcnt", str(args.bufcnt)] if args.bufcnt else []
     if setup.endswith("-tap"):
-        subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True)
-        subprocess.run(["ip", "link", "set", tap, "mtu", str(mtu), "up"], check=True)
-        netdev = f"tap,ifname={tap},script=no,downscript=no"
+        run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+        run(["ip", "link", "set", tap, "mtu", str(mtu), "up"])
+        netdev = tap_netdev(tap)
     elif setup == "netbootgen-dgram":
-        netdev = f"dgram,local.type=unix,local.path={work}/q.sock,remote.type=unix,remote.path={work}/t.sock"
+        netdev = dgram_netdev(work / "q.sock", work / "t.sock")
     else:
-        netdev = f"stream,server=off,addr.type=unix,addr.path={work}/s.sock"
+        netdev = stream_netdev(work / "s.sock")
     preread(disk)
     try:
         if setup == "vblade-tap":
-            target = subprocess.Popen(
-                ["vblade", *(["-b", str(args.bufcnt)] if args.bufcnt else []), "1", "2", tap, os.fspath(disk)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            with open(work / "vblade.log", "wb") as vlog:
+                vblade = spawn(["vblade", *(["-b", str(args.bufcnt)] if args.bufcnt else []), "1", "2", tap,
+                                os.fspath(disk)], output=vlog)
             time.sleep(0.3)
         else:
             transport = {
@@ -106,31 +98,28 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
             }[setup]
             hot_path = ["--hot-path", "python"] if setup == "netbootgen-py-tap" else []
             mtu_args = [] if setup.endswith("-tap") else ["--mtu", str(mtu)]
-            target = subprocess.Popen(
-                [sys.executable, "-m", "netbootgen.aoe", "--export", f"1.2={disk}", *bufcnt,
-                 "--transport", transport, "--ready-file", os.fspath(ready), *mtu_args, *hot_path],
-                stderr=subprocess.PIPE,
-            )  # fmt: skip
-            wait_for(ready, target)
-        cmd = guest_argv(
-            args.qemu, args.kernel, initrd, netdev, mtu=mtu, memory="512",
-            append=f"rmb={args.read_mb} wmb={args.write_mb}",
-        )  # fmt: skip
+            served = ServeProcess(["--export", f"1.2={disk}", *bufcnt, "--transport", transport, *mtu_args,
+                                   *hot_path], work / "target.log")
+        spec = guest_spec(args.qemu, args.kernel, initrd, netdev, mtu=mtu, memory_mib=512,
+                          append=f"rmb={args.read_mb} wmb={args.write_mb}")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run(cmd, capture_output=True, timeout=args.timeout, stdin=subprocess.DEVNULL).stdout
-        text = out.decode(errors="replace")
+        text = run(qemu_argv(spec), check=False, timeout=args.timeout).stdout
     finally:
         mid = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if target is not None:
-            target.send_signal(signal.SIGTERM)
+        if served is not None:
+            served.stop()
+            target_log = served.output()
+        if vblade is not None:
+            vblade.terminate()
             try:
-                target_log = target.communicate(timeout=10)[1].decode(errors="replace")
+                vblade.wait(10)
             except subprocess.TimeoutExpired:
-                target.kill()
-                target_log = target.communicate()[1].decode(errors="replace")
+                vblade.kill()
+                vblade.wait()
+            target_log = (work / "vblade.log").read_text(errors="replace")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if setup.endswith("-tap"):
-            subprocess.run(["ip", "link", "del", tap], capture_output=True)
+            run(["ip", "link", "del", tap], check=False)
     if "BENCH-DONE" not in text or "BENCH-FAIL" in text:
         raise RuntimeError(f"{setup} mtu {mtu}: guest failed:\n{text[-2000:]}\n{target_log}")
     m = re.search(r"dropped=(\d+)", target_log)
@@ -203,6 +192,7 @@ def main() -> int:
     args = ap.parse_args()
     setups = args.setup or ["netbootgen-tap", "vblade-tap"]
     mtus = args.mtu or [1500, 9000]
+    args.qemu = Path(args.qemu) if "/" in args.qemu else need_binary(args.qemu)
     args.kernel = next((args.kernel_dir / "boot").glob("vmlinuz-*"))
     moddir = next((args.kernel_dir / "lib/modules").iterdir())
     with tempfile.TemporaryDirectory(prefix="aoeb-") as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -21,9 +22,22 @@ def _progress(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def _show_commands() -> None:
+    """Log each external command to stderr as '+ COMMAND' (netbootgen.run logs them all)."""
+    log = logging.getLogger("netbootgen.commands")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("+ %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="netbootgen")
-def main() -> None:
+@click.option("-v", "--show-commands", is_flag=True,
+              help="Show each external command (dracut, QEMU, netbootgen serve, ...) before it runs. "
+                   "A failing command is always shown.")
+def main(show_commands: bool) -> None:
     """Boot diskless Linux machines from a root disk served over ATA-over-Ethernet.
 
     One TOML inventory describes machines, kernel profiles, AoE servers and exports; netbootgen renders the
@@ -31,6 +45,8 @@ def main() -> None:
     the kernel, initrd and TFTP tree, and boots the result under QEMU. Commands that take an INVENTORY use
     the built-in example when it is left out (see `netbootgen init`).
     """
+    if show_commands:
+        _show_commands()
 
 
 @main.command()
@@ -84,27 +100,14 @@ def render(inventory: Path | None, out: Path, prune: bool) -> None:
               help="systemd initrd, or dracut's shell-only initrd (--omit systemd).")
 def build(inventory: Path | None, out: Path, flavour: str) -> None:
     """Render, fetch each profile's kernel, build its initrd with dracut, and lay out the TFTP tree."""
-    from netbootgen.generate import render_inventory
-    from netbootgen.kernel.fetch import profile_kernel
-    from netbootgen.modules.initrd import InitrdSpec, build_initrd
-    from netbootgen.output import write_tree
-    from netbootgen.pxe.tftp import install_boot_files, install_pxelinux
+    from netbootgen.build import build as run_build
 
     inv = load_inventory(inventory)
-    files = render_inventory(inv)
-    write_tree(out, files)
-    tftp = out / "tftp"
-    install_pxelinux(tftp)
-    for p in inv.profiles.values():
-        _progress(f"profile {p.name}: kernel {p.kernel_path or p.kernel_version} ...")
-        kernel = profile_kernel(p, cache_dir())
-        _progress(f"profile {p.name}: building the {flavour} initrd for {kernel.version} with dracut ...")
-        spec = InitrdSpec.for_profile(kernel, files, p, systemd=flavour == "systemd")
-        res = build_initrd(spec, cache_dir())
-        install_boot_files(tftp, p.name, kernel.vmlinuz, res.path)
-        how = "cached" if res.cached else f"built in {res.seconds:.1f} s"
-        click.echo(f"profile {p.name}: kernel {kernel.version}, initrd {res.size / 1e6:.1f} MB ({how})")
-    click.echo(f"TFTP root: {tftp}")
+    result = run_build(inv, out, cache_dir(), systemd=flavour == "systemd", progress=_progress)
+    for p in result.profiles.values():
+        how = "cached" if p.initrd.cached else f"built in {p.initrd.seconds:.1f} s"
+        click.echo(f"profile {p.name}: kernel {p.kernel.version}, initrd {p.initrd.size / 1e6:.1f} MB ({how})")
+    click.echo(f"TFTP root: {result.tftp}")
 
 
 @main.command("boot-test")

@@ -1,17 +1,27 @@
-"""The one place netbootgen starts subprocesses."""
+"""The one place netbootgen starts subprocesses: `run` (wait for it), `spawn` (a child that keeps running) and
+`spawn_console` (a child on a pseudo-terminal, for a guest's serial console).
+
+Every command is logged to the `netbootgen.commands` logger before it starts (`netbootgen -v` shows them);
+a failure always names the command.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
+
+import pexpect
 
 from netbootgen.errors import CommandFailed, ToolMissing
 
 PathLike = str | os.PathLike[str]
+command_log = logging.getLogger("netbootgen.commands")
 
 # Debian package that provides each tool we run, for the "not found" hint.
 PACKAGE_OF = {
@@ -46,6 +56,31 @@ def need_binary(name: str) -> Path:
     return found
 
 
+def _argv(cmd: Sequence[PathLike]) -> list[str]:
+    argv = [os.fspath(a) for a in cmd]
+    command_log.info("%s", shlex.join(argv))
+    return argv
+
+
+def _env(env: Mapping[str, str] | None) -> dict[str, str]:
+    full_env = dict(os.environ)
+    full_env.setdefault("LANG", "C.UTF-8")
+    if env:
+        full_env.update(env)
+    return full_env
+
+
+def _missing(argv: Sequence[str]) -> ToolMissing:
+    name = os.path.basename(argv[0])
+    pkg = PACKAGE_OF.get(name)
+    return ToolMissing(name, f"install the Debian package {pkg}" if pkg else "")
+
+
+def _tail(*outputs: str | bytes | None, lines: int = 25) -> str:
+    text = "".join(o.decode(errors="replace") if isinstance(o, bytes) else o or "" for o in outputs)
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
 def run(
     cmd: Sequence[PathLike],
     *,
@@ -60,11 +95,7 @@ def run(
     With `capture`, stdout and stderr are returned; otherwise they are still captured so that a failure can
     show the tail of the output. A non-zero exit raises CommandFailed naming the command.
     """
-    argv = [os.fspath(a) for a in cmd]
-    full_env = dict(os.environ)
-    full_env.setdefault("LANG", "C.UTF-8")
-    if env:
-        full_env.update(env)
+    argv = _argv(cmd)
     try:
         proc = subprocess.run(
             argv,
@@ -73,17 +104,43 @@ def run(
             text=True,
             errors="replace",
             cwd=cwd,
-            env=full_env,
+            env=_env(env),
             timeout=timeout,
             check=False,
         )
     except FileNotFoundError as e:
-        name = os.path.basename(argv[0])
-        pkg = PACKAGE_OF.get(name)
-        raise ToolMissing(name, f"install the Debian package {pkg}" if pkg else "") from e
+        raise _missing(argv) from e
     except subprocess.TimeoutExpired as e:
-        raise CommandFailed(f"timed out after {timeout:.0f} s: {shlex.join(argv)}") from e
+        raise CommandFailed(f"timed out after {timeout:.0f} s: {shlex.join(argv)}\n{_tail(e.stdout, e.stderr)}") from e
     if check and proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        tail = _tail(proc.stdout, proc.stderr)
         raise CommandFailed(f"command failed with exit status {proc.returncode}: {shlex.join(argv)}\n{tail}")
     return proc
+
+
+def spawn(
+    cmd: Sequence[PathLike],
+    *,
+    output: IO[bytes] | IO[str] | int | None = None,
+    cwd: PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `cmd` without a shell, stdin from /dev/null, stdout and stderr both to `output` (None: inherited)."""
+    argv = _argv(cmd)
+    stderr = None if output is None else subprocess.STDOUT
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=stderr, cwd=cwd, env=_env(env))
+    except FileNotFoundError as e:
+        raise _missing(argv) from e
+
+
+def spawn_console(cmd: Sequence[PathLike], *, log: IO[str] | None = None) -> pexpect.spawn:
+    """Start `cmd` on a pseudo-terminal (200 columns, no echo) for pexpect; what it prints is copied to `log`."""
+    argv = _argv(cmd)
+    try:
+        child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=None,
+                              echo=False, dimensions=(50, 200), env=_env(None))
+    except pexpect.ExceptionPexpect as e:
+        raise _missing(argv) from e
+    child.logfile_read = log
+    return child

@@ -19,10 +19,12 @@ import pytest
 
 from netbootgen.aoe import protocol as p
 from netbootgen.aoe.address import InterfaceAddress, UnixDgramAddress, UnixStreamAddress, parse_transport
+from netbootgen.aoe.process import ServeProcess
 from netbootgen.aoe.server import ServeLoop, open_transport
 from netbootgen.aoe.store import ExportSpec, OpenExport
 from netbootgen.aoe.stream import UnixStreamTransport
 from netbootgen.aoe.target import Target
+from netbootgen.run import run
 from netbootgen.testing.client import DgramChannel, Initiator, StreamChannel
 
 TMAC = bytes.fromhex("020000000102")
@@ -36,30 +38,15 @@ def disk(tmp_path: Path) -> Path:
     return path
 
 
-def wait_for(path: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"server exited early: {proc.communicate()[1].decode()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear")
-        time.sleep(0.01)
+def serve(tmp: Path, *args: str) -> ServeProcess:
+    """`netbootgen serve ARGS` in a child process, ready; its output in tmp/serve.log."""
+    return ServeProcess(args, tmp / "serve.log")
 
 
-def start_server(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "netbootgen.aoe", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err.decode()
-    return err.decode()
+def stop_server(served: ServeProcess) -> str:
+    status = served.stop()
+    assert status == 0, served.output()
+    return served.output()
 
 
 def recv_announcement(channel: DgramChannel | StreamChannel, timeout: float = 5.0) -> bytes:
@@ -126,17 +113,9 @@ def test_parse_transport_errors(text: str, match: str) -> None:
 
 
 def test_serve_unix_dgram_subprocess(disk: Path, sockdir: Path) -> None:
-    tsock, qsock, ready = sockdir / "t.sock", sockdir / "q.sock", sockdir / "ready"
-    proc = start_server(
-        "--export",
-        f"1.2={disk}",
-        "--transport",
-        f"unix-dgram:{tsock}:{qsock}",
-        "--ready-file",
-        os.fspath(ready),
-    )
+    tsock, qsock = sockdir / "t.sock", sockdir / "q.sock"
+    proc = serve(sockdir, "--export", f"1.2={disk}", "--transport", f"unix-dgram:{tsock}:{qsock}")
     try:
-        wait_for(ready, proc)
         assert tsock.exists()
         time.sleep(0.3)  # the first announcement goes nowhere: QEMU is "not up yet"
         with DgramChannel(qsock, tsock) as ch:
@@ -149,13 +128,11 @@ def test_serve_unix_dgram_subprocess(disk: Path, sockdir: Path) -> None:
             # After a request, no more announcements.
             while (extra := ch.recv(1.5)) is not None:
                 assert p.parse_header(extra).tag != 0, "announced again after the first request"
-            proc.send_signal(signal.SIGUSR1)
+            proc.signal(signal.SIGUSR1)
             time.sleep(0.3)
         err = stop_server(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        proc.stop()
     assert f"netbootgen serve: e1.2 -> {disk} ({SECTORS} sectors, rw) on unix-dgram:{tsock}:{qsock}" in err
     counters = "netbootgen serve: e1.2: frames=5 bytes_read=1536 bytes_written=1024 errors=0"
     assert err.count(counters) == 2, err  # SIGUSR1 dump and exit
@@ -163,29 +140,21 @@ def test_serve_unix_dgram_subprocess(disk: Path, sockdir: Path) -> None:
 
 
 def test_serve_replaces_stale_socket_and_refuses_other_files(disk: Path, sockdir: Path) -> None:
-    tsock, qsock, ready = sockdir / "t.sock", sockdir / "q.sock", sockdir / "ready"
+    tsock, qsock = sockdir / "t.sock", sockdir / "q.sock"
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     stale.bind(os.fspath(tsock))
     stale.close()
-    proc = start_server(
-        "--export",
-        f"1.2={disk}",
-        "--transport",
-        f"unix-dgram:{tsock}:{qsock}",
-        "--ready-file",
-        os.fspath(ready),
-    )
+    proc = serve(sockdir, "--export", f"1.2={disk}", "--transport", f"unix-dgram:{tsock}:{qsock}")
     try:
-        wait_for(ready, proc)
         with DgramChannel(qsock, tsock) as ch:
             assert Initiator(ch).query().bufcnt == p.DEFAULT_BUFCNT
     finally:
         stop_server(proc)
     tsock.write_text("not a socket")
-    proc = start_server("--export", f"1.2={disk}", "--transport", f"unix-dgram:{tsock}:{qsock}")
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 2
-    assert "--transport" in err.decode() and "not a socket" in err.decode()
+    refused = run([sys.executable, "-m", "netbootgen.aoe", "--export", f"1.2={disk}",
+                   "--transport", f"unix-dgram:{tsock}:{qsock}"], check=False, timeout=10)
+    assert refused.returncode == 2
+    assert "--transport" in refused.stderr and "not a socket" in refused.stderr
     assert tsock.read_text() == "not a socket"
 
 
@@ -193,21 +162,10 @@ def test_serve_replaces_stale_socket_and_refuses_other_files(disk: Path, sockdir
 
 
 def test_serve_unix_stream_subprocess_two_clients(disk: Path, sockdir: Path) -> None:
-    path, ready = sockdir / "aoe.sock", sockdir / "ready"
-    proc = start_server(
-        "--export",
-        f"1.2={disk}",
-        "--transport",
-        f"unix-stream:{path}",
-        "--ready-file",
-        os.fspath(ready),
-        "--mtu",
-        "9000",
-        "--bufcnt",
-        "16",
-    )
+    path = sockdir / "aoe.sock"
+    proc = serve(sockdir, "--export", f"1.2={disk}", "--transport", f"unix-stream:{path}", "--mtu", "9000",
+                 "--bufcnt", "16")
     try:
-        wait_for(ready, proc)
         with StreamChannel(path) as c1, StreamChannel(path) as c2:
             # Each client is greeted with an announcement.
             for c in (c1, c2):
@@ -250,9 +208,7 @@ def test_serve_unix_stream_subprocess_two_clients(disk: Path, sockdir: Path) -> 
             assert Initiator(good).query().scnt == 17
         err = stop_server(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        proc.stop()
     assert "e1.2: frames=" in err and "bytes_written=9216" in err  # 17 + 1 sectors
     assert "client 1 connected" in err and "bad frame length 4294967295" in err
     assert not path.exists()
@@ -347,16 +303,12 @@ def veth() -> Iterator[tuple[str, str]]:
 
 def test_iface_transport_veth(disk: Path, veth: tuple[str, str], sockdir: Path) -> None:
     tif, cif = veth
-    ready = sockdir / "ready"
     client = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(p.ETH_P_AOE))
     client.bind((cif, p.ETH_P_AOE))
     client.settimeout(5)
     cmac = client.getsockname()[4]
-    proc = start_server(
-        "--export", f"1.2={disk}", "--transport", f"iface:{tif}", "--ready-file", os.fspath(ready)
-    )
+    proc = serve(sockdir, "--export", f"1.2={disk}", "--transport", f"iface:{tif}")
     try:
-        wait_for(ready, proc)
         with open(f"/sys/class/net/{tif}/address") as f:
             tmac = p.parse_mac(f.read())
         # The startup announcement (sent once) is a broadcast from the interface MAC.
@@ -376,8 +328,6 @@ def test_iface_transport_veth(disk: Path, veth: tuple[str, str], sockdir: Path) 
         err = stop_server(proc)
     finally:
         client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        proc.stop()
     assert f"on iface:{tif}" in err and "MTU 9000 (17 sectors per frame)" in err
     assert "e1.2: frames=3 bytes_read=8704 bytes_written=8704 errors=0" in err

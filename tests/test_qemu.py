@@ -1,32 +1,51 @@
-"""QEMU argv is data: built by a pure function from a spec."""
+"""QEMU argv is data: one pure function builds it from a spec, for boot-test, the KVM probe and the test guest.
+
+The binary is a field of the spec, so none of this needs QEMU installed."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from netbootgen.emulate.qemu import QemuSpec, optarg, qemu_argv
+import pytest
+
+from netbootgen.emulate import qemu as q
+from netbootgen.emulate.qemu import QemuSpec, dgram_netdev, optarg, qemu_argv, stream_netdev, tap_netdev
+from netbootgen.errors import InputError
+from netbootgen.testing.guest import guest_spec
+
+BIN = Path("/opt/qemu/bin/qemu-system-x86_64")
 
 
 def spec(**kw: object) -> QemuSpec:
-    base = dict(mac="52:54:00:12:34:56", qemu_sock=Path("/w/q.sock"), target_sock=Path("/w/t.sock"),
-                bios_log=Path("/w/bios.log"))
+    base: dict[str, object] = dict(netdev=dgram_netdev(Path("/w/q.sock"), Path("/w/t.sock")),
+                                   mac="52:54:00:12:34:56", bios_log=Path("/w/bios.log"))
     base.update(kw)
-    return QemuSpec(**base)  # type: ignore[arg-type]
+    return QemuSpec(BIN, **base)  # type: ignore[arg-type]
 
 
 def after(argv: list[str], opt: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == opt]
 
 
+def test_the_binary_comes_from_the_spec() -> None:
+    assert qemu_argv(spec())[0] == os.fspath(BIN)
+
+
 def test_pxe_shares_one_nic_between_slirp_and_the_aoe_socket() -> None:
     argv = qemu_argv(spec(tftp_root=Path("/w/tftp")))
     netdevs = after(argv, "-netdev")
     assert "user,id=slirp0,tftp=/w/tftp,bootfile=pxelinux.0" in netdevs
-    assert any(n.startswith("dgram,id=aoe0,local.type=unix,local.path=/w/q.sock,") for n in netdevs)
-    assert "hubport,id=hp1,hubid=0,netdev=aoe0" in netdevs
-    assert after(argv, "-device")[-1] == "virtio-net-pci,netdev=hp2,mac=52:54:00:12:34:56,bootindex=1"
+    assert "dgram,local.type=unix,local.path=/w/q.sock,remote.type=unix,remote.path=/w/t.sock,id=net0" in netdevs
+    assert "hubport,id=hp1,hubid=0,netdev=net0" in netdevs
+    assert after(argv, "-device")[-1] == "virtio-net-pci,mac=52:54:00:12:34:56,netdev=hp2,bootindex=1"
     assert after(argv, "-boot") == ["order=n"]
     assert "-kernel" not in argv
+
+
+def test_pxe_without_a_nic_is_refused() -> None:
+    with pytest.raises(ValueError, match="netdev"):
+        qemu_argv(spec(netdev=None, tftp_root=Path("/w/tftp")))
 
 
 def test_direct_boot_uses_kernel_initrd_and_append() -> None:
@@ -34,7 +53,7 @@ def test_direct_boot_uses_kernel_initrd_and_append() -> None:
     assert after(argv, "-kernel") == ["/k/vmlinuz"]
     assert after(argv, "-initrd") == ["/k/initrd.img"]
     assert after(argv, "-append") == ["root=aoe:e0.1 rw"]
-    assert "virtio-net-pci,netdev=aoe0,mac=52:54:00:12:34:56" in after(argv, "-device")
+    assert "virtio-net-pci,mac=52:54:00:12:34:56,netdev=net0" in after(argv, "-device")
     assert not any(n.startswith("user,") for n in after(argv, "-netdev"))
 
 
@@ -46,7 +65,32 @@ def test_accel_jumbo_and_debugcon() -> None:
     assert "-nodefaults" in argv and "-no-reboot" in argv
 
 
+def test_no_bios_log_no_nic() -> None:
+    argv = qemu_argv(QemuSpec(BIN, kernel=Path("/k"), append="panic=-1"))
+    assert "-chardev" not in argv and "-netdev" not in argv and "-device" not in argv
+
+
 def test_commas_in_paths_are_doubled() -> None:
     assert optarg("/a,b/c") == "/a,,b/c"
     argv = qemu_argv(spec(bios_log=Path("/w,x/bios.log"), kernel=Path("/k")))
     assert "file,id=bios,path=/w,,x/bios.log" in after(argv, "-chardev")
+    assert stream_netdev(Path("/s,1")) == "stream,server=off,addr.type=unix,addr.path=/s,,1"
+    assert tap_netdev("aoet1") == "tap,ifname=aoet1,script=no,downscript=no"
+
+
+def test_test_guest_is_a_spec_too() -> None:
+    g = guest_spec(BIN, Path("/k"), Path("/i.gz"), stream_netdev(Path("/s")), mtu=9000, append="x=1")
+    argv = qemu_argv(g)
+    assert argv[0] == os.fspath(BIN)
+    assert after(argv, "-append") == ["console=ttyS0 quiet panic=-1 x=1"]
+    assert after(argv, "-device") == ["virtio-net-pci,mac=52:54:00:12:34:56,host_mtu=9000,romfile=,netdev=net0"]
+    assert after(argv, "-machine") == ["pc,accel=tcg"]
+
+
+def test_kvm_is_refused_where_dev_kvm_is_unusable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(q, "KVM", tmp_path / "kvm")
+    with pytest.raises(InputError, match=r"--accel kvm: .*kvm does not exist"):
+        q.check_accel("kvm")
+    q.check_accel("tcg")  # no /dev/kvm needed
+    assert q.probe_kvm(BIN, Path("/k"), tmp_path) is False  # no probe boot without /dev/kvm
+    assert not (tmp_path / "kvm-probe.json").exists()

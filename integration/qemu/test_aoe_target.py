@@ -12,12 +12,9 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from netbootgen.aoe.process import ServeProcess
 from netbootgen.cache import cache_dir
+from netbootgen.emulate.qemu import QEMU, dgram_netdev, qemu_argv, stream_netdev, tap_netdev
 from netbootgen.kernel.fetch import KernelTree, fetch_kernel
-from netbootgen.run import need_binary
-from netbootgen.testing.guest import GUEST_MAC, build_initramfs, guest_argv
+from netbootgen.run import need_binary, run
+from netbootgen.testing.guest import GUEST_MAC, build_initramfs, guest_spec
 
 DISK_BYTES = 8 << 20
 SEEK = 777  # 4 KiB blocks: the pattern starts at byte 3182592, sector 6216
@@ -56,12 +55,6 @@ poweroff -f
 """
 
 
-def fail_or_skip(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (required in CI)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def kernel() -> KernelTree:
     return fetch_kernel("auto", cache_dir())
@@ -69,7 +62,7 @@ def kernel() -> KernelTree:
 
 @pytest.fixture(scope="module")
 def qemu() -> Path:
-    return need_binary("qemu-system-x86_64")
+    return need_binary(QEMU)
 
 
 @pytest.fixture
@@ -100,72 +93,30 @@ class Setup:
 
 def make_setup(kind: str, mtu: int, work: Path) -> Iterator[Setup]:
     if kind == "stream":
-        yield Setup(f"stream,server=off,addr.type=unix,addr.path={work}/s.sock", f"unix-stream:{work}/s.sock", mtu)
+        yield Setup(stream_netdev(work / "s.sock"), f"unix-stream:{work}/s.sock", mtu)
     elif kind == "dgram":
-        yield Setup(
-            f"dgram,local.type=unix,local.path={work}/q.sock,remote.type=unix,remote.path={work}/t.sock",
-            f"unix-dgram:{work}/t.sock:{work}/q.sock",
-            mtu,
-        )
+        yield Setup(dgram_netdev(work / "q.sock", work / "t.sock"), f"unix-dgram:{work}/t.sock:{work}/q.sock", mtu)
     else:
         if os.geteuid() != 0:
-            fail_or_skip("a tap device needs root")
+            pytest.skip("a tap device needs root")
         if not os.path.exists("/dev/net/tun"):
-            fail_or_skip("/dev/net/tun is missing")
+            pytest.skip("/dev/net/tun is missing")
         tap = f"aoet{uuid.uuid4().hex[:6]}"
         subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True, capture_output=True)
         try:
             subprocess.run(["ip", "link", "set", tap, "mtu", str(mtu), "up"], check=True, capture_output=True)
-            yield Setup(f"tap,ifname={tap},script=no,downscript=no", f"iface:{tap}", mtu, tap)
+            yield Setup(tap_netdev(tap), f"iface:{tap}", mtu, tap)
         finally:
             subprocess.run(["ip", "link", "del", tap], capture_output=True)
-
-
-class Served:
-    """`python -m netbootgen.aoe ...` in the background, its log in a file."""
-
-    def __init__(self, work: Path, args: list[str]) -> None:
-        self.log = work / "target.log"
-        ready = work / "ready"
-        with open(self.log, "wb") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "netbootgen.aoe", *args, "--ready-file", os.fspath(ready)],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"target did not start:\n{self.text()}")
-            time.sleep(0.02)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.text()
 
 
 def boot(qemu: Path, kernel: KernelTree, work: Path, setup: Setup, script: str, *, mac: str = GUEST_MAC,
          files: dict[str, bytes] | None = None) -> str:
     initrd = build_initramfs(kernel.moddir, script, work / "initrd.gz", files=files)
-    argv = guest_argv(qemu, kernel.vmlinuz, initrd, setup.netdev, mac=mac, mtu=setup.mtu)
-    try:
-        proc = subprocess.run(argv, capture_output=True, timeout=QEMU_TIMEOUT, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace")
-        raise AssertionError(f"guest did not power off within {QEMU_TIMEOUT} s:\n{out[-3000:]}") from None
-    out = proc.stdout.decode(errors="replace")
-    assert "GUEST-END" in out and "GUEST-FAIL" not in out, out[-3000:] + proc.stderr.decode(errors="replace")
+    spec = guest_spec(qemu, kernel.vmlinuz, initrd, setup.netdev, mac=mac, mtu=setup.mtu)
+    proc = run(qemu_argv(spec), check=False, timeout=QEMU_TIMEOUT)  # CommandFailed (with the output) on timeout
+    out = proc.stdout
+    assert "GUEST-END" in out and "GUEST-FAIL" not in out, out[-3000:] + proc.stderr
     return out
 
 
@@ -215,11 +166,9 @@ def test_guest_reads_and_writes(
             args = ["--export", f"1.2={path}", "--transport", setup.transport, "--mac-allow", GUEST_MAC]
             if kind != "tap":
                 args += ["--mtu", str(mtu)]
-        served = Served(work, args)
-        try:
+        with ServeProcess(args, work / "target.log") as served:
             out = boot(qemu, kernel, work, setup, script, files={"/pattern": pattern})
-        finally:
-            log = served.stop()
+        log = served.output()
         context = f"\n--- console ---\n{out[-3000:]}\n--- target ---\n{log}"
         payload = 8704 if mtu == 9000 else 1024
         assert f"GUEST-FOUND size={DISK_BYTES // 512} payload={payload}" in out, context
@@ -248,11 +197,9 @@ def test_guest_with_other_mac_never_sees_the_disk(
             args = [*inventory_args(work, path, OTHER_MAC), "--transport", setup.transport]
         else:
             args = ["--export", f"1.2={path}", "--transport", setup.transport, "--mac-allow", OTHER_MAC]
-        served = Served(work, args)
-        try:
+        with ServeProcess(args, work / "target.log") as served:
             out = boot(qemu, kernel, work, setup, DENY_SCRIPT.replace("__DEV__", dev))
-        finally:
-            log = served.stop()
+        log = served.output()
         context = f"\n--- console ---\n{out[-3000:]}\n--- target ---\n{log}"
         assert "GUEST-ABSENT" in out and "GUEST-PRESENT" not in out, context
         # The driver may learn of the target: the unsolicited config reply sent unicast to the allowed MAC

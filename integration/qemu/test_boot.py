@@ -15,10 +15,11 @@ ALL_STAGES = ["firmware", "pxelinux", "kernel", "initrd", "aoe-discovered", "roo
 
 
 def boot_test(
-    tmp_path: Path, *args: str, inventory: Path | None = None
+    tmp_path: Path, *args: str, inventory: Path | None = None, show_commands: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], dict]:
     report = tmp_path / "report.json"
-    argv = [sys.executable, "-m", "netbootgen", "boot-test", *([str(inventory)] if inventory else []),
+    argv = [sys.executable, "-m", "netbootgen", *(["-v"] if show_commands else []), "boot-test",
+            *([str(inventory)] if inventory else []),
             "--json", str(report), "--workdir", str(tmp_path / "work"), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert report.exists(), proc.stdout + proc.stderr
@@ -56,8 +57,13 @@ def test_boot_failure_is_reported(tmp_path: Path) -> None:
     """AoE confined to an interface the guest does not have: discovery never happens, and boot-test says so."""
     inv = tmp_path / "broken.toml"
     inv.write_text(example_text().replace('kernel_args = []', 'kernel_args = []\naoe_interfaces = ["eth9"]'))
-    proc, rep = boot_test(tmp_path, "--via", "direct", "--stage-timeout", "25", inventory=inv)
+    proc, rep = boot_test(tmp_path, "--via", "direct", "--stage-timeout", "25", inventory=inv, show_commands=True)
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    # -v shows each command as it starts: the target, then QEMU with the machine's MAC and kernel arguments
+    commands = [line[2:] for line in proc.stderr.splitlines() if line.startswith("+ ")]
+    assert any(" -m netbootgen.aoe --export 0.1=" in c for c in commands), proc.stderr
+    assert any("qemu-system-x86_64 -machine pc,accel=" in c and "mac=52:54:00:12:34:56" in c
+               and "rd.aoe.iflist=eth9" in c for c in commands), proc.stderr
     assert rep["ok"] is False
     by_name = {s["name"]: s for s in rep["stages"]}
     assert by_name["initrd"]["ok"] is True

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,19 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netbootgen.aoe.process import ServeProcess
+from netbootgen.build import build
 from netbootgen.emulate.console import ConsoleReport, Stage, StageResult, follow
-from netbootgen.emulate.qemu import QemuSpec, probe_kvm, qemu_argv
+from netbootgen.emulate.qemu import QEMU, QemuSpec, check_accel, dgram_netdev, probe_kvm, qemu_argv
 from netbootgen.emulate.rootfs import INIT_MARKER, make_rootfs, read_marker
-from netbootgen.errors import InputError, NetbootgenError
+from netbootgen.errors import InputError
 from netbootgen.fleet import kernel_args, machine_mtu
-from netbootgen.generate import render_inventory
 from netbootgen.inventory import Export, Inventory, Machine
-from netbootgen.kernel.fetch import KernelTree, profile_kernel
-from netbootgen.modules.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
-from netbootgen.output import write_tree
-from netbootgen.pxe.tftp import install_boot_files, install_pxelinux
+from netbootgen.kernel.fetch import KernelTree
+from netbootgen.modules.initrd import InitrdResult
+from netbootgen.run import need_binary
 
 TARGET_MAC = "02:00:00:00:ae:01"
+TARGET_SOCK, QEMU_SOCK = "target.sock", "qemu.sock"
 
 Progress = Callable[[str], None]
 
@@ -90,48 +87,21 @@ def stages_for(via: str, ex: Export) -> list[Stage]:
     return [s for s in stages if via == "pxe" or s.name != "pxelinux"]
 
 
-def choose_accel(requested: str, kernel: KernelTree, cache: Path) -> str:
+def choose_accel(requested: str, qemu: Path, kernel: KernelTree, cache: Path) -> str:
     if requested != "auto":
         return requested
-    return "kvm" if probe_kvm(kernel.vmlinuz, cache) else "tcg"
+    return "kvm" if probe_kvm(qemu, kernel.vmlinuz, cache) else "tcg"
 
 
-class TargetProcess:
-    """`netbootgen serve` in a child process, serving one export over a unix datagram socket."""
-
-    def __init__(self, work: Path, image: Path, ex: Export, allow: list[str], mtu: int) -> None:
-        self.target_sock = work / "target.sock"
-        self.qemu_sock = work / "qemu.sock"
-        self.log = work / "target.log"
-        ready = work / "target.ready"
-        argv = [
-            sys.executable, "-m", "netbootgen", "serve",
-            "--export", f"{ex.shelf}.{ex.slot}={image}",
-            "--transport", f"unix-dgram:{self.target_sock}:{self.qemu_sock}",
-            "--mac", TARGET_MAC,
-            "--mtu", str(mtu),
-            "--ready-file", os.fspath(ready),
-            *[a for mac in allow for a in ("--mac-allow", mac)],
-        ]  # fmt: skip
-        self.logfile = self.log.open("w")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logfile, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise NetbootgenError(f"the AoE target did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.logfile.close()
-        return self.proc.returncode
+def serve_args(ex: Export, image: Path, work: Path, allow: list[str], mtu: int) -> list[str]:
+    """`netbootgen serve` arguments: the export's address on `image`, over a unix datagram pair with QEMU."""
+    return [
+        "--export", f"{ex.shelf}.{ex.slot}={image}",
+        "--transport", f"unix-dgram:{work / TARGET_SOCK}:{work / QEMU_SOCK}",
+        "--mac", TARGET_MAC,
+        "--mtu", str(mtu),
+        *[a for mac in allow for a in ("--mac-allow", mac)],
+    ]  # fmt: skip
 
 
 def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Progress) -> BootTestResult:
@@ -139,6 +109,9 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         raise InputError(f"--via must be pxe or direct, not {opts.via!r}")
     if opts.machine is not None and opts.machine not in inv.machines:
         raise InputError(f"--machine: no machine named {opts.machine!r} (machines: {', '.join(inv.machines)})")
+    if opts.accel not in ("auto", "tcg", "kvm"):
+        raise InputError(f"--accel must be auto, tcg or kvm, not {opts.accel!r}")
+    check_accel(opts.accel)
     m: Machine = inv.machine(opts.machine)
     ex = inv.exports[m.export]
     profile = inv.profiles[m.profile]
@@ -148,41 +121,28 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         progress(f"[{time.monotonic() - t0:6.1f}s] {msg}")
 
     say(f"machine {m.name} ({m.macs[0]}), root {ex.target}, profile {profile.name}, via {opts.via}")
-    kernel = profile_kernel(profile, cache)
-    say(f"kernel {kernel.version} ready in {kernel.root}")
-    files = render_inventory(inv)
-    flavour = "systemd" if opts.systemd else "shell-only"
-    say(f"building the {flavour} initrd with dracut and 95aoe (cached when nothing changed) ...")
-    spec = InitrdSpec.for_profile(kernel, files, profile, systemd=opts.systemd)
-    initrd = build_initrd(spec, cache)
-    remove_stale(cache, initrd.path)
-    say(f"initrd {initrd.path.name}: {initrd.size / 1e6:.1f} MB, "
-        + ("cached" if initrd.cached else f"built in {initrd.seconds:.1f} s"))
-
+    qemu = need_binary(QEMU)
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="netbootgen-boot-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        write_tree(work / "render", files)
-        tftp = work / "render" / "tftp"
-        install_pxelinux(tftp)
-        install_boot_files(tftp, profile.name, kernel.vmlinuz, initrd.path)
+        built = build(inv, work / "render", cache, systemd=opts.systemd, profiles=[profile.name], progress=say)
+        kernel, initrd = built.profiles[profile.name].kernel, built.profiles[profile.name].initrd
         image = make_rootfs(work / "root.img")
         say(f"root image {image} (busybox, ext4); starting the AoE target")
         mtu = machine_mtu(inv, m)
-        target = TargetProcess(work, image, ex, list(m.macs), mtu)
-        try:
-            accel = choose_accel(opts.accel, kernel, cache)
+        with ServeProcess(serve_args(ex, image, work, list(m.macs), mtu), work / "target.log"):
+            accel = choose_accel(opts.accel, qemu, kernel, cache)
             qspec = QemuSpec(
-                mac=m.macs[0],
-                qemu_sock=target.qemu_sock,
-                target_sock=target.target_sock,
-                bios_log=work / "bios.log",
+                qemu,
                 accel=accel,
-                tftp_root=tftp if opts.via == "pxe" else None,
+                netdev=dgram_netdev(work / QEMU_SOCK, work / TARGET_SOCK),
+                mac=m.macs[0],
+                host_mtu=mtu if mtu != 1500 else None,
+                bios_log=work / "bios.log",
+                tftp_root=built.tftp if opts.via == "pxe" else None,
                 kernel=kernel.vmlinuz if opts.via == "direct" else None,
                 initrd=initrd.path if opts.via == "direct" else None,
                 append=" ".join(kernel_args(inv, m)),
-                host_mtu=mtu if mtu != 1500 else None,
             )
             say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
             boot_start = time.monotonic() - t0
@@ -191,9 +151,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 progress(f"[{boot_start + (r.t or 0):6.1f}s]   stage {r.name:<15} reached at {r.t:6.2f} s")
 
             report = follow(qemu_argv(qspec), stages_for(opts.via, ex), log_path=work / "console.log",
-                            bios_log=qspec.bios_log, stage_timeout=opts.stage_timeout, progress=on_stage)
-        finally:
-            target.stop()
+                            bios_log=work / "bios.log", stage_timeout=opts.stage_timeout, progress=on_stage)
         marker = read_marker(image) is not None
         say("the guest's write reached the AoE disk" if marker else "no write from the guest found on the AoE disk")
         return BootTestResult(m.name, opts.via, accel, report, initrd, marker, work if opts.workdir else None)

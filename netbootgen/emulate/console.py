@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pexpect
 
+from netbootgen.run import spawn_console
+
 FAILURE_PATTERNS = [
     re.compile(r"Kernel panic - not syncing[^\r\n]*"),
     re.compile(r"Entering emergency mode[^\r\n]*"),
@@ -67,9 +69,7 @@ def follow(
     start = time.monotonic()
     last_reached = 0.0
     with log_path.open("w", encoding="utf-8", errors="replace") as log:
-        child = pexpect.spawn(argv[0], list(argv[1:]), encoding="utf-8", codec_errors="replace", timeout=None,
-                              echo=False, dimensions=(50, 200))
-        child.logfile_read = log
+        child = spawn_console(argv, log=log)
         try:
             eof = False
             while True:

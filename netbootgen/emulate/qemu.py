@@ -1,19 +1,22 @@
-"""QEMU command lines (pure: spec -> argv) and the KVM probe."""
+"""QEMU command lines: one spec -> argv builder (pure) for every guest netbootgen starts, and the KVM probe."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from netbootgen.run import need_binary
+from netbootgen.errors import CommandFailed, InputError
+from netbootgen.output import write_file
+from netbootgen.run import run
 
 QEMU = "qemu-system-x86_64"
-GUEST_TIMEOUT_MARK = "Kernel panic"
+KVM = Path("/dev/kvm")
+# The probe boots a kernel with no root file system: reaching its panic means the KVM guest ran.
+KVM_PROBE_MARK = "Kernel panic"
 
 
 def optarg(value: str | os.PathLike[str]) -> str:
@@ -21,52 +24,59 @@ def optarg(value: str | os.PathLike[str]) -> str:
     return os.fspath(value).replace(",", ",,")
 
 
+def dgram_netdev(local: Path, remote: Path) -> str:
+    """A -netdev backend (without its id): QEMU binds `local` and sends frames to `remote` (unix datagrams)."""
+    return (
+        f"dgram,local.type=unix,local.path={optarg(local)},"
+        f"remote.type=unix,remote.path={optarg(remote)}"
+    )
+
+
+def stream_netdev(path: Path) -> str:
+    """A -netdev backend (without its id): QEMU connects to the unix stream server at `path`."""
+    return f"stream,server=off,addr.type=unix,addr.path={optarg(path)}"
+
+
+def tap_netdev(ifname: str) -> str:
+    """A -netdev backend (without its id): the existing tap interface `ifname`."""
+    return f"tap,ifname={ifname},script=no,downscript=no"
+
+
 @dataclass(frozen=True)
 class QemuSpec:
-    mac: str
-    qemu_sock: Path  # QEMU binds this unix datagram socket ...
-    target_sock: Path  # ... and sends AoE frames to the target bound here
-    bios_log: Path
+    """One x86-64 guest: serial console on stdout, no display, no reboot; at most one virtio NIC."""
+
+    binary: Path
     accel: str = "tcg"
     memory_mib: int = 512
     cpus: int = 1
-    tftp_root: Path | None = None  # PXE: slirp serves this TFTP root with bootfile pxelinux.0
-    kernel: Path | None = None  # direct kernel boot
+    kernel: Path | None = None  # direct kernel boot; without it the firmware boots (PXE when tftp_root is set)
     initrd: Path | None = None
     append: str = ""
+    netdev: str | None = None  # the NIC's -netdev backend without id (dgram_netdev, ...); None: no NIC
+    mac: str | None = None
     host_mtu: int | None = None
+    tftp_root: Path | None = None  # PXE: slirp's DHCP + TFTP (bootfile pxelinux.0) share the NIC through a hub
+    nic_rom: bool = True  # False: no option ROM on the NIC (a direct boot needs no iPXE; saves time)
+    bios_log: Path | None = None  # SeaBIOS's debug port (0x402) output
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
-    nic_opts = f"mac={spec.mac}" + (f",host_mtu={spec.host_mtu}" if spec.host_mtu else "")
-    aoe_netdev = (
-        f"dgram,id=aoe0,local.type=unix,local.path={optarg(spec.qemu_sock)},"
-        f"remote.type=unix,remote.path={optarg(spec.target_sock)}"
-    )
     argv = [
-        os.fspath(need_binary(QEMU)),
+        os.fspath(spec.binary),
         "-machine", f"pc,accel={spec.accel}",
         "-cpu", "max",
         "-m", str(spec.memory_mib),
         "-smp", str(spec.cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", "stdio",
-        "-chardev", f"file,id=bios,path={optarg(spec.bios_log)}",
-        "-device", "isa-debugcon,iobase=0x402,chardev=bios",
-        "-netdev", aoe_netdev,
     ]  # fmt: skip
-    if spec.tftp_root is not None:
-        # One NIC shared by slirp (DHCP + TFTP for PXE) and the AoE socket, through a hub.
+    if spec.bios_log is not None:
         argv += [
-            "-netdev", f"user,id=slirp0,tftp={optarg(spec.tftp_root)},bootfile=pxelinux.0",
-            "-netdev", "hubport,id=hp0,hubid=0,netdev=slirp0",
-            "-netdev", "hubport,id=hp1,hubid=0,netdev=aoe0",
-            "-netdev", "hubport,id=hp2,hubid=0",
-            "-device", f"virtio-net-pci,netdev=hp2,{nic_opts},bootindex=1",
-            "-boot", "order=n",
+            "-chardev", f"file,id=bios,path={optarg(spec.bios_log)}",
+            "-device", "isa-debugcon,iobase=0x402,chardev=bios",
         ]  # fmt: skip
-    else:
-        argv += ["-device", f"virtio-net-pci,netdev=aoe0,{nic_opts}"]
+    argv += _nic(spec)
     if spec.kernel is not None:
         argv += ["-kernel", os.fspath(spec.kernel), "-append", spec.append]
         if spec.initrd is not None:
@@ -74,17 +84,54 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
     return argv
 
 
-def qemu_version() -> str:
-    out = subprocess.run([need_binary(QEMU), "--version"], capture_output=True, text=True, check=False).stdout
+def _nic(spec: QemuSpec) -> list[str]:
+    if spec.netdev is None:
+        if spec.tftp_root is not None:
+            raise ValueError("a PXE boot (tftp_root) needs a netdev")
+        return []
+    nic = "virtio-net-pci"
+    if spec.mac is not None:
+        nic += f",mac={spec.mac}"
+    if spec.host_mtu is not None:
+        nic += f",host_mtu={spec.host_mtu}"
+    if not spec.nic_rom:
+        nic += ",romfile="
+    if spec.tftp_root is None:
+        return ["-netdev", f"{spec.netdev},id=net0", "-device", f"{nic},netdev=net0"]
+    # One NIC shared by slirp (DHCP + TFTP for PXE) and the AoE backend, through a hub.
+    return [
+        "-netdev", f"{spec.netdev},id=net0",
+        "-netdev", f"user,id=slirp0,tftp={optarg(spec.tftp_root)},bootfile=pxelinux.0",
+        "-netdev", "hubport,id=hp0,hubid=0,netdev=slirp0",
+        "-netdev", "hubport,id=hp1,hubid=0,netdev=net0",
+        "-netdev", "hubport,id=hp2,hubid=0",
+        "-device", f"{nic},netdev=hp2,bootindex=1",
+        "-boot", "order=n",
+    ]  # fmt: skip
+
+
+def qemu_version(binary: Path) -> str:
+    out = run([binary, "--version"], check=False).stdout
     return out.splitlines()[0] if out else "unknown"
 
 
-def probe_kvm(kernel: Path, cache: Path, timeout: float = 15.0) -> bool:
+def kvm_usable() -> bool:
+    return os.access(KVM, os.R_OK | os.W_OK)
+
+
+def check_accel(accel: str) -> None:
+    """Refuse KVM where /dev/kvm cannot be opened (QEMU would fail later with a less helpful message)."""
+    if accel == "kvm" and not kvm_usable():
+        why = "does not exist" if not KVM.exists() else "is not readable and writable by this user"
+        raise InputError(f"--accel kvm: {KVM} {why}; use --accel tcg, or auto to use KVM only where it works")
+
+
+def probe_kvm(binary: Path, kernel: Path, cache: Path, timeout: float = 15.0) -> bool:
     """Can a KVM guest boot here? Boot `kernel` without root and wait for its panic; the answer is cached per
     host kernel and QEMU version (a hanging KVM guest costs the whole timeout once)."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    if not kvm_usable():
         return False
-    key = f"{platform.release()}|{qemu_version()}"
+    key = f"{platform.release()}|{qemu_version(binary)}"
     record = cache / "kvm-probe.json"
     try:
         saved = json.loads(record.read_text())
@@ -92,17 +139,12 @@ def probe_kvm(kernel: Path, cache: Path, timeout: float = 15.0) -> bool:
             return bool(saved["ok"])
     except (OSError, ValueError, KeyError):
         pass
-    argv = [
-        os.fspath(need_binary(QEMU)), "-machine", "pc,accel=kvm", "-cpu", "max", "-m", "256",
-        "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
-        "-kernel", os.fspath(kernel), "-append", "console=ttyS0 panic=-1",
-    ]  # fmt: skip
+    spec = QemuSpec(binary, accel="kvm", memory_mib=256, kernel=kernel, append="console=ttyS0 panic=-1")
     start = time.monotonic()
     try:
-        out = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False).stdout
-        ok = GUEST_TIMEOUT_MARK.encode() in out
-    except subprocess.TimeoutExpired:
+        ok = KVM_PROBE_MARK in run(qemu_argv(spec), check=False, timeout=timeout).stdout
+    except CommandFailed:  # timed out
         ok = False
-    cache.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"key": key, "ok": ok, "seconds": round(time.monotonic() - start, 1)}) + "\n")
+    saved = {"key": key, "ok": ok, "seconds": round(time.monotonic() - start, 1)}
+    write_file(record, (json.dumps(saved) + "\n").encode(), 0o644)
     return ok

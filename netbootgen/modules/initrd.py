@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ from netbootgen.run import need_binary, run
 SYSTEM_DRACUT = Path("/usr/lib/dracut")
 # Kernel drivers every AoE-root initrd needs besides the profile's NIC drivers.
 BASE_DRIVERS = ("aoe", "ext4")
+# Cached initrds kept per profile, kernel and flavour.
+KEEP = 3
 
 
 @dataclass(frozen=True)
 class InitrdSpec:
+    profile: str  # names the cached file, so that each profile's newest initrds are kept
     kernel: KernelTree
     module: FileTree  # the 95aoe files, keyed "dracut/95aoe/<name>"
     drivers: tuple[str, ...]  # NIC drivers
@@ -31,7 +35,7 @@ class InitrdSpec:
     def for_profile(cls, kernel: KernelTree, files: FileTree, profile: Profile, *, systemd: bool) -> InitrdSpec:
         """The initrd of `profile`: the rendered 95aoe files out of `files`, the profile's NIC drivers."""
         module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}
-        return cls(kernel, module, tuple(d for d, _ in profile.nic_drivers), systemd=systemd)
+        return cls(profile.name, kernel, module, tuple(d for d, _ in profile.nic_drivers), systemd=systemd)
 
     def all_drivers(self) -> list[str]:
         bus = {"virtio_pci"} if "virtio_net" in self.drivers else set()
@@ -92,10 +96,15 @@ class InitrdResult:
     size: int
 
 
+def cache_name(spec: InitrdSpec, key: str) -> str:
+    return f"initrd-{spec.profile}-{spec.kernel.version}-{'systemd' if spec.systemd else 'shell'}-{key}.img"
+
+
 def build_initrd(spec: InitrdSpec, cache: Path) -> InitrdResult:
     """Build (or reuse) the initrd for `spec`; the result lives in the cache, keyed by spec.key()."""
-    final = cache / "initrd" / f"initrd-{spec.kernel.version}-{'systemd' if spec.systemd else 'shell'}-{spec.key()}.img"
+    final = cache / "initrd" / cache_name(spec, spec.key())
     if final.exists():
+        os.utime(final)  # the newest used are kept (remove_stale)
         return InitrdResult(final, True, 0.0, final.stat().st_size)
     final.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -109,12 +118,15 @@ def build_initrd(spec: InitrdSpec, cache: Path) -> InitrdResult:
     return InitrdResult(final, False, time.monotonic() - start, final.stat().st_size)
 
 
-def remove_stale(cache: Path, keep: Path) -> None:
-    """Drop older cached initrds of the same kernel and flavour (the cache would otherwise grow forever)."""
-    prefix = keep.name.rsplit("-", 1)[0]
-    for old in (cache / "initrd").glob(prefix + "-*.img"):
-        if old != keep:
-            old.unlink(missing_ok=True)
+def remove_stale(spec: InitrdSpec, cache: Path, keep: int = KEEP) -> list[Path]:
+    """Drop all but the `keep` most recently used cached initrds of the same profile, kernel and flavour (the
+    cache would otherwise grow with every change); other profiles' initrds are never touched."""
+    pattern = re.compile(re.escape(cache_name(spec, "KEY")).replace("KEY", "[0-9a-f]{16}"))
+    same = [f for f in (cache / "initrd").glob("initrd-*.img") if pattern.fullmatch(f.name)]
+    same.sort(key=lambda f: f.stat().st_mtime, reverse=True)
+    for old in same[keep:]:
+        old.unlink(missing_ok=True)
+    return same[keep:]
 
 
 __all__ = ["InitrdSpec", "InitrdResult", "build_initrd", "dracut_argv", "remove_stale"]

@@ -3,7 +3,7 @@
 No dracut: `build_initramfs` writes a gzip'ed newc cpio holding a static busybox, the modules (dependencies
 resolved from the kernel's modules.dep, in load order) under /mod, and an /init made of `PRELUDE` (mount
 /proc, /sys, devtmpfs, load the modules, raise eth0, trigger discovery) followed by the caller's script.
-`guest_argv` is the matching QEMU command line (TCG, one vCPU, serial console on stdout, one virtio NIC).
+`guest_spec` is the matching QEMU guest (TCG, one vCPU, serial console on stdout, one virtio NIC).
 Used by the integration tests and bench/aoe_qemu_bench.py.
 """
 
@@ -15,8 +15,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from netbootgen.emulate.qemu import QemuSpec
 from netbootgen.errors import NetbootgenError
-from netbootgen.run import PathLike, find_binary
+from netbootgen.run import find_binary
 
 GUEST_MODULES = ("virtio_pci", "virtio_net", "aoe")
 GUEST_MAC = "52:54:00:12:34:56"
@@ -148,30 +149,28 @@ def build_initramfs(
     return out
 
 
-def guest_argv(
-    qemu: PathLike,
+def guest_spec(
+    qemu: Path,
     kernel: Path,
     initrd: Path,
     netdev: str,
     *,
     mac: str = GUEST_MAC,
     mtu: int = 1500,
-    memory: str = "256",
+    memory_mib: int = 256,
     append: str = "",
-) -> list[str]:
-    """QEMU command line: TCG, one vCPU, quiet kernel on the serial console (stdout), one virtio NIC `n0`.
-
-    `netdev` is the -netdev value without its id (e.g. 'stream,server=off,addr.type=unix,addr.path=...').
-    """
-    return [
-        os.fspath(qemu),
-        "-nodefaults", "-no-reboot", "-nographic",
-        "-accel", "tcg",
-        "-m", memory, "-smp", "1",
-        "-serial", "stdio",
-        "-kernel", os.fspath(kernel),
-        "-initrd", os.fspath(initrd),
-        "-append", f"console=ttyS0 quiet panic=-1 {append}".strip(),
-        "-netdev", f"{netdev},id=n0",
-        "-device", f"virtio-net-pci,netdev=n0,mac={mac},host_mtu={mtu},romfile=",
-    ]  # fmt: skip
+) -> QemuSpec:
+    """The guest under QEMU: TCG, one vCPU, quiet kernel on the serial console (stdout), one virtio NIC on
+    `netdev` (a -netdev backend without id: emulate.qemu's dgram_netdev, stream_netdev, tap_netdev)."""
+    return QemuSpec(
+        qemu,
+        accel="tcg",
+        memory_mib=memory_mib,
+        kernel=kernel,
+        initrd=initrd,
+        append=f"console=ttyS0 quiet panic=-1 {append}".strip(),
+        netdev=netdev,
+        mac=mac,
+        host_mtu=mtu,
+        nic_rom=False,
+    )

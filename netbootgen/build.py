@@ -1,0 +1,67 @@
+"""The build pipeline shared by `netbootgen build` and boot-test: render, write, fetch each profile's kernel,
+build its initrd with dracut (cached), and lay out the TFTP tree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from netbootgen.generate import render_inventory
+from netbootgen.inventory import Inventory
+from netbootgen.kernel.fetch import KernelTree, profile_kernel
+from netbootgen.modules.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
+from netbootgen.output import WriteReport, write_tree
+from netbootgen.pxe.tftp import install_boot_files, install_pxelinux
+from netbootgen.render import FileTree
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuiltProfile:
+    name: str
+    kernel: KernelTree
+    initrd: InitrdResult
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    files: FileTree
+    written: WriteReport
+    tftp: Path
+    profiles: dict[str, BuiltProfile]
+
+
+def build(
+    inv: Inventory,
+    out: Path,
+    cache: Path,
+    *,
+    systemd: bool = True,
+    profiles: Sequence[str] | None = None,
+    progress: Progress = lambda msg: None,
+) -> BuildResult:
+    """Render `inv` into `out`, then for each profile (all, or those named) fetch the kernel, build the
+    initrd and install both into `out`/tftp beside PXELINUX."""
+    files = render_inventory(inv)
+    written = write_tree(out, files)
+    tftp = out / "tftp"
+    install_pxelinux(tftp)
+    flavour = "systemd" if systemd else "shell-only"
+    built: dict[str, BuiltProfile] = {}
+    for name in profiles if profiles is not None else list(inv.profiles):
+        p = inv.profiles[name]
+        progress(f"profile {name}: kernel {p.kernel_path or p.kernel_version} ...")
+        kernel = profile_kernel(p, cache)
+        progress(f"profile {name}: {flavour} initrd for {kernel.version} with dracut and 95aoe "
+                 "(cached when nothing changed) ...")
+        spec = InitrdSpec.for_profile(kernel, files, p, systemd=systemd)
+        initrd = build_initrd(spec, cache)
+        remove_stale(spec, cache)
+        install_boot_files(tftp, name, kernel.vmlinuz, initrd.path)
+        how = "cached" if initrd.cached else f"built in {initrd.seconds:.1f} s"
+        progress(f"profile {name}: kernel {kernel.version}, initrd {initrd.path.name}, "
+                 f"{initrd.size / 1e6:.1f} MB ({how})")
+        built[name] = BuiltProfile(name, kernel, initrd)
+    return BuildResult(files, written, tftp, built)

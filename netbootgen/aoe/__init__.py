@@ -17,6 +17,8 @@ Modules, each importing only those above it:
   `Target` on a transport.
 - `command`: the click command `serve_command` (``netbootgen serve``), with `--export` specs or an
   inventory server (`inventory_plan`: its exports, each allowing the MACs of the machines booting from it).
+- `process`: `ServeProcess`, ``netbootgen serve`` as a child process (started, ready, stopped, its output
+  kept), for boot-test, the tests and the benchmark.
 
 The AoE client (an initiator over the unix transports) and the busybox guest for QEMU live in
 `netbootgen.testing` (`client`, `guest`).

@@ -15,7 +15,6 @@ import socket
 import stat
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
 
 from netbootgen.aoe.target import Target
@@ -24,8 +23,6 @@ MAX_FRAME = 1 << 17  # larger than any legal AoE frame (36 + 255 * 512) and QEMU
 SOCKET_BUFFER = 4 << 20
 RECV_LINGER = 0.005  # wait this long in recv() for the next frame before going back to select()
 RECV_SLICE = 0.05  # return to the server loop (stop requests, timers, other clients) this often
-
-Callback = Callable[[int], None]
 
 
 # -- socket helpers ------------------------------------------------------------------------------

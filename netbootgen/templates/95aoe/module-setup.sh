@@ -39,6 +39,7 @@ cmdline() {
 # called by dracut
 install() {
     inst_multiple ip
+    inst_simple "$moddir/aoe-lib.sh" "/lib/aoe-lib.sh"
     inst_hook cmdline 90 "$moddir/parse-aoeroot.sh"
     inst_script "$moddir/aoeroot.sh" /sbin/aoeroot
     inst_hook shutdown 40 "$moddir/aoe-shutdown.sh"

@@ -6,6 +6,8 @@
 # shellcheck disable=SC2034 # root, rootok, fstype and rflags are read by dracut after this hook
 # shellcheck disable=SC1091 # dracut-lib.sh exists only inside the initrd
 type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
+# shellcheck source-path=SCRIPTDIR source=aoe-lib.sh # installed by module-setup.sh
+type aoe_parse_spec > /dev/null 2>&1 || . /lib/aoe-lib.sh
 
 [ -z "$root" ] && root=$(getarg root=)
 [ -z "$netroot" ] && netroot=$(getarg netroot=)
@@ -21,17 +23,10 @@ case "$root" in
 esac
 
 if [ "${netroot%%:*}" = "aoe" ]; then
-    aoespec=${netroot#aoe:}
-    aoedev=/dev/etherd/${aoespec%%:*}
-    case "$aoespec" in
-        *:*)
-            aoespec=${aoespec#*:}
-            [ -n "${aoespec%%:*}" ] && fstype=${aoespec%%:*}
-            case "$aoespec" in
-                *:*) rflags=${rflags:+$rflags,}${aoespec#*:} ;;
-            esac
-            ;;
-    esac
+    aoe_parse_spec "${netroot#aoe:}"
+    aoedev=$aoe_dev
+    [ -n "$aoe_fstype" ] && fstype=$aoe_fstype
+    [ -n "$aoe_flags" ] && rflags=${rflags:+$rflags,}$aoe_flags
 fi
 
 if [ -n "$aoedev" ]; then
@@ -57,4 +52,4 @@ if [ -n "$aoedev" ]; then
     /sbin/initqueue --settled --unique --name aoeroot /sbin/aoeroot "$aoedev"
     wait_for_dev -n "$aoedev"
 fi
-unset aoedev aoespec aoetarget aoeshelf aoeslot
+unset aoedev aoetarget aoeshelf aoeslot aoe_dev aoe_fstype aoe_flags

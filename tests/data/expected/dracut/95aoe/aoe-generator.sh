@@ -5,6 +5,8 @@
 
 # shellcheck disable=SC1091 # dracut-lib.sh exists only inside the initrd
 type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
+# shellcheck source-path=SCRIPTDIR source=aoe-lib.sh # installed by module-setup.sh
+type aoe_parse_spec > /dev/null 2>&1 || . /lib/aoe-lib.sh
 
 root=$(getarg root=)
 case "$root" in
@@ -22,19 +24,12 @@ GENERATOR_DIR="$2"
 [ -z "$GENERATOR_DIR" ] && exit 1
 [ -d "$GENERATOR_DIR" ] || mkdir -p "$GENERATOR_DIR"
 
-spec=${root#aoe:}
-dev=/dev/etherd/${spec%%:*}
+aoe_parse_spec "${root#aoe:}"
+dev=$aoe_dev
 fstype=$(getarg rootfstype=)
 flags=$(getarg rootflags=)
-case "$spec" in
-    *:*)
-        spec=${spec#*:}
-        [ -n "${spec%%:*}" ] && fstype=${spec%%:*}
-        case "$spec" in
-            *:*) flags=${flags:+$flags,}${spec#*:} ;;
-        esac
-        ;;
-esac
+[ -n "$aoe_fstype" ] && fstype=$aoe_fstype
+[ -n "$aoe_flags" ] && flags=${flags:+$flags,}$aoe_flags
 getargbool 0 ro && flags=${flags:+$flags,}ro
 getargbool 0 rw && flags=${flags:+$flags,}rw
 

@@ -130,9 +130,9 @@ def test_profile_config_overrides_and_appears_once(tmp_path: Path) -> None:
     assert lines[lines.index("CONFIG_EXT4_FS=m") - 1].startswith("# Set by profiles.p.config")
 
 
-def test_root_file_systems_of_the_profiles_machines(tmp_path: Path) -> None:
-    base = BASE + textwrap.dedent("""\
-        fstype = "xfs"
+def second_machine(fstype: str) -> str:
+    """A machine m2 of profile p with its own export and root file system, to append to BASE."""
+    return textwrap.dedent(f"""\
         [exports.e2]
         server = "s"
         shelf = 0
@@ -142,8 +142,12 @@ def test_root_file_systems_of_the_profiles_machines(tmp_path: Path) -> None:
         macs = ["52:54:00:00:00:02"]
         export = "e2"
         profile = "p"
-        fstype = "ext2"
+        fstype = "{fstype}"
     """)
+
+
+def test_root_file_systems_of_the_profiles_machines(tmp_path: Path) -> None:
+    base = BASE + 'fstype = "xfs"\n' + second_machine("ext2")
     opts = options(fragment(tmp_path, "", base))
     assert opts["CONFIG_XFS_FS"] == opts["CONFIG_EXT4_FS"] == opts["CONFIG_EXT4_USE_FOR_EXT2"] == "y"
 
@@ -181,18 +185,7 @@ def test_unknown_file_system_is_an_error_whatever_config_holds(tmp_path: Path) -
 
 
 def test_unknown_file_system_is_reported_once_per_profile(tmp_path: Path) -> None:
-    base = BASE + 'fstype = "zfs"\n' + textwrap.dedent("""\
-        [exports.e2]
-        server = "s"
-        shelf = 0
-        slot = 2
-        path = "/srv/2.img"
-        [machines.m2]
-        macs = ["52:54:00:00:00:02"]
-        export = "e2"
-        profile = "p"
-        fstype = "zfs"
-    """)
+    base = BASE + 'fstype = "zfs"\n' + second_machine("zfs")
     (problem,) = load_error(tmp_path, "", base).problems
     assert problem.startswith("machines.m1.fstype: ")
 

@@ -125,8 +125,11 @@ def build(inventory: Path | None, out: Path, flavour: str) -> None:
               help="Seconds each stage may take after the previous one.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the run's files (console log, root image, TFTP tree) here instead of a temporary folder.")
+@click.option("--timeline", "timeline_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw the stages on a time axis into this SVG file (see `netbootgen timeline`).")
 def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, accel: str,
-              json_path: Path | None, stage_timeout: float, workdir: Path | None) -> None:
+              json_path: Path | None, stage_timeout: float, workdir: Path | None,
+              timeline_path: Path | None) -> None:
     """Boot a machine of INVENTORY under QEMU with its root on netbootgen's AoE target; report each stage.
 
     Exit status 0 only if every stage is reached and the guest's write reached the AoE disk."""
@@ -140,6 +143,10 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
     result = run_boot_test(inv, opts, cache_dir(), _progress)
     if json_path is not None:
         write_file(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode(), 0o644)
+    if timeline_path is not None:
+        from netbootgen.emulate.timeline import timeline_svg
+
+        write_file(timeline_path, timeline_svg([("", result.to_json())]).encode(), 0o644)
     click.echo(f"\nboot-test {result.machine} via {result.via} ({result.accel}):")
     for s in result.report.stages:
         t = f"{s.t:7.2f} s" if s.t is not None else "      -  "
@@ -149,6 +156,40 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
         detail = result.report.failure or "the guest's write did not reach the AoE disk"
         raise BootFailed(f"boot-test failed: {detail}\nlast console lines:\n{result.report.last_lines()}")
     click.echo("all stages reached")
+
+
+@main.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The SVG file to write.")
+@click.option("--title", default="netbootgen boot-test timeline", show_default=True, help="The picture's title.")
+def timeline(reports: tuple[Path, ...], output: Path, title: str) -> None:
+    """Draw the stages of boot-test JSON REPORTS (boot-test --json) on one time axis, as SVG.
+
+    One row per report (labelled `machine (via)`; by file name when two reports name the same machine),
+    one bar per stage from the previous stage to the time it was reached; a failed run ends in a hatched
+    red bar named after the stage it did not reach."""
+    from netbootgen.emulate.timeline import report_label, report_row, timeline_svg
+    from netbootgen.output import write_file
+
+    loaded = []
+    for path in reports:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: not a boot-test JSON report: {e}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: not a boot-test JSON report (expected an object, got {type(data).__name__})")
+        try:
+            report_row(data, str(path))
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        loaded.append((path, data))
+    labels = [report_label(data) for _, data in loaded]
+    named = [(str(path) if labels.count(label) > 1 else "", data)
+             for (path, data), label in zip(loaded, labels, strict=True)]
+    write_file(output, timeline_svg(named, title).encode(), 0o644)
+    click.echo(f"wrote {output} ({len(loaded)} runs)")
 
 
 def _register_subcommands() -> None:

@@ -25,7 +25,7 @@ from netbootgen.inventory import Inventory, load_inventory
 log = logging.getLogger("netbootgen.aoe")
 
 DEFAULT_UNIX_MTU = 1500
-EXPORT_SYNTAX = "SHELF.SLOT=PATH[,ro][,offset=N][,length=N]"
+EXPORT_SYNTAX = "SHELF.SLOT=PATH[,ro][,offset=N][,length=N][,cow=OVERLAY]"
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -168,6 +168,8 @@ def _start_message(exp: OpenExport, transport: Transport) -> str:
     if exp.spec.offset or exp.spec.length is not None:
         window = f", sectors {exp.spec.offset}-{exp.spec.offset + exp.sectors - 1}"
     mode = "ro" if exp.readonly else "rw"
+    if exp.spec.cow is not None:
+        mode = f"cow={os.fspath(exp.spec.cow)}"
     allowed = ""
     if exp.masks:
         shown = ", ".join(p.format_mac(m) for m in exp.masks[:4])
@@ -191,7 +193,9 @@ def _start_message(exp: OpenExport, transport: Transport) -> str:
     "export_values",
     multiple=True,
     metavar=EXPORT_SYNTAX,
-    help="Export a file or block device as eSHELF.SLOT; offset/length in 512-byte sectors. Repeatable.",
+    help="Export a file or block device as eSHELF.SLOT; offset/length in 512-byte sectors; cow=OVERLAY never "
+    "writes PATH: writes go to the sparse file OVERLAY (and its sector map OVERLAY.map), created when missing "
+    "and kept across restarts. Repeatable.",
 )
 @click.option(
     "--transport",

@@ -51,7 +51,7 @@ class FastPath:
         self.target = target
         self.engine: Any = _fastpath.Engine(fd, target.mac, target.max_scnt, peer)
         self.engine.set_exports(
-            [(e.shelf, e.slot, e.fd, e.base, e.sectors, e.readonly, not e.direct) for e in target.exports]
+            [(e.shelf, e.slot, e.fd, e.base, e.sectors, e.readonly, e.plain) for e in target.exports]
         )
         self.sync_access()
         self._stats = self.engine.stats()

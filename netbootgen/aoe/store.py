@@ -1,5 +1,6 @@
 """What the AoE target exports: `ExportSpec`/`parse_export_spec` and `OpenExport`, an open file or block
-device restricted to the spec's sector window, with the protocol state and counters of that one export."""
+device restricted to the spec's sector window (copy-on-write over a read-only BASE with `cow`: netbootgen/aoe/
+cow.py), with the protocol state and counters of that one export."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netbootgen.aoe import protocol as p
+from netbootgen.aoe.cow import CowOverlay
 
 SECTOR = p.SECTOR_SIZE
 
@@ -27,8 +29,11 @@ class ExportSpec:
     readonly: bool = False
     offset: int = 0
     length: int | None = None
+    cow: Path | None = None  # copy-on-write: BASE (path) is only read, writes go to this sparse overlay
 
     def __post_init__(self) -> None:
+        if self.cow is not None and self.readonly:
+            raise ValueError("ro and cow exclude each other (cow never writes the base; drop one)")
         if not 0 <= self.shelf <= p.MAX_SHELF:
             raise ValueError(f"shelf {self.shelf} out of range 0-{p.MAX_SHELF}")
         if not 0 <= self.slot <= p.MAX_SLOT:
@@ -57,10 +62,10 @@ def _parse_count(part: str, key: str, value: str) -> int:
 
 
 def parse_export_spec(text: str) -> ExportSpec:
-    """Parse 'SHELF.SLOT=PATH[,ro][,offset=N][,length=N]' (offset/length in 512-byte sectors)."""
+    """Parse 'SHELF.SLOT=PATH[,ro][,offset=N][,length=N][,cow=OVERLAY]' (offset/length in 512-byte sectors)."""
     addr, sep, rest = text.partition("=")
     if not sep:
-        raise ValueError(f"{text!r}: expected SHELF.SLOT=PATH[,ro][,offset=N][,length=N]")
+        raise ValueError(f"{text!r}: expected SHELF.SLOT=PATH[,ro][,offset=N][,length=N][,cow=OVERLAY]")
     m = _ADDR_RE.fullmatch(addr.strip())
     if not m:
         raise ValueError(f"{addr!r} is not a valid SHELF.SLOT address (e.g. 1.2)")
@@ -75,6 +80,7 @@ def parse_export_spec(text: str) -> ExportSpec:
     readonly = False
     offset = 0
     length: int | None = None
+    cow: Path | None = None
     seen: set[str] = set()
     for part in options:
         key, has_value, value = part.partition("=")
@@ -90,9 +96,13 @@ def parse_export_spec(text: str) -> ExportSpec:
             length = _parse_count(part, key, value)
             if length == 0:
                 raise ValueError(f"{part!r}: length must be at least 1 sector")
+        elif key == "cow" and has_value and value:
+            cow = Path(value)
         else:
-            raise ValueError(f"unknown export option {part!r} (expected ro, offset=N or length=N)")
-    return ExportSpec(shelf, slot, Path(path), readonly=readonly, offset=offset, length=length)
+            raise ValueError(f"unknown export option {part!r} (expected ro, offset=N, length=N or cow=OVERLAY)")
+    if cow is not None and readonly:
+        raise ValueError(f"{text!r}: ro and cow exclude each other (cow never writes the base; drop one)")
+    return ExportSpec(shelf, slot, Path(path), readonly=readonly, offset=offset, length=length, cow=cow)
 
 
 def _device_bytes(fd: int) -> int:
@@ -134,8 +144,10 @@ class OpenExport:
         self.sync = sync
         self.direct = direct
         self.bufcnt = bufcnt  # advertised in config replies; None: the target's
-        flags = (os.O_RDONLY if spec.readonly else os.O_RDWR) | os.O_CLOEXEC
-        if sync:
+        if spec.cow is not None and direct:
+            raise ValueError("O_DIRECT (--direct) is not supported on a cow export")
+        flags = (os.O_RDONLY if spec.readonly or spec.cow is not None else os.O_RDWR) | os.O_CLOEXEC
+        if sync and spec.cow is None:
             flags |= os.O_SYNC
         if direct:
             flags |= os.O_DIRECT
@@ -153,12 +165,23 @@ class OpenExport:
                     f"{os.fspath(spec.path)} ({total} sectors)"
                 )
             st = os.fstat(self.fd)
+            self.sectors: int = spec.length if spec.length is not None else avail
+            self.base = spec.offset * SECTOR
+            self.cow = (
+                CowOverlay(spec.cow, self.fd, self.base, self.sectors, sync=sync) if spec.cow is not None else None
+            )
         except BaseException:
             os.close(self.fd)
             raise
-        self.device_id = (st.st_dev, st.st_ino)
-        self.sectors: int = spec.length if spec.length is not None else avail
-        self.base = spec.offset * SECTOR
+        # The file whose bytes a write changes (the overlay of a cow export), and the one reads may come from.
+        self.source_id = (st.st_dev, st.st_ino)
+        if self.cow is not None:
+            ost = os.fstat(self.cow.fd)
+            self.device_id = (ost.st_dev, ost.st_ino)
+        else:
+            self.device_id = self.source_id
+        # Plain I/O: one pread/pwrite on fd at base (the C hot path may answer it); not O_DIRECT, not cow.
+        self.plain = not direct and self.cow is None
         # O_DIRECT needs aligned buffers: bounce through a page-aligned anonymous mapping.
         self._bounce: mmap.mmap | None = mmap.mmap(-1, p.MAX_SCNT * SECTOR) if direct else None
         self._bounce_mv = memoryview(self._bounce) if self._bounce is not None else None
@@ -179,7 +202,8 @@ class OpenExport:
         self.denied = 0  # frames from initiators not on the allow-list (ignored)
 
     def __repr__(self) -> str:
-        return f"OpenExport({self.name} -> {os.fspath(self.spec.path)}, {self.sectors} sectors)"
+        cow = f", cow={os.fspath(self.spec.cow)}" if self.spec.cow is not None else ""
+        return f"OpenExport({self.name} -> {os.fspath(self.spec.path)}{cow}, {self.sectors} sectors)"
 
     def __enter__(self) -> OpenExport:
         return self
@@ -192,6 +216,8 @@ class OpenExport:
         return self.fd < 0
 
     def close(self) -> None:
+        if self.cow is not None:
+            self.cow.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -203,9 +229,19 @@ class OpenExport:
             self._bounce = None
 
     def overlaps(self, other: OpenExport) -> bool:
-        """True if both windows share sectors of the same file or device."""
+        """True if both windows share sectors of the same file or device (a cow export's overlay, or its
+        BASE when the other export writes there)."""
+        if self.cow is not None and other.cow is None and self.source_id == other.device_id:
+            return not other.readonly and self._window_overlaps(other)
+        if other.cow is not None and self.cow is None and other.source_id == self.device_id:
+            return not self.readonly and self._window_overlaps(other)
         if self.device_id != other.device_id:
             return False
+        if self.cow is not None or other.cow is not None:
+            return True  # one overlay file serves one export
+        return self._window_overlaps(other)
+
+    def _window_overlaps(self, other: OpenExport) -> bool:
         a0, a1 = self.base, self.base + self.sectors * SECTOR
         b0, b1 = other.base, other.base + other.sectors * SECTOR
         return a0 < b1 and b0 < a1
@@ -218,6 +254,8 @@ class OpenExport:
         if lba < 0 or count < 0 or lba + count > self.sectors:
             raise ValueError(f"{self.name}: sectors {lba}+{count} outside 0-{self.sectors}")
         n = count * SECTOR
+        if self.cow is not None:
+            return self.cow.read_into(buf[:n], lba, count)
         if self._bounce_mv is None:
             return os.preadv(self.fd, [buf[:n]], self.base + lba * SECTOR)
         got = os.preadv(self.fd, [self._bounce_mv[:n]], self.base + lba * SECTOR)
@@ -229,12 +267,17 @@ class OpenExport:
         n = len(data)
         if n % SECTOR or lba < 0 or lba + n // SECTOR > self.sectors:
             raise ValueError(f"{self.name}: write of {n} bytes at {lba} outside 0-{self.sectors}")
+        if self.cow is not None:
+            return self.cow.write_from(data, lba)
         if self._bounce_mv is None:
             return os.pwrite(self.fd, data, self.base + lba * SECTOR)
         self._bounce_mv[:n] = data
         return os.pwrite(self.fd, self._bounce_mv[:n], self.base + lba * SECTOR)
 
     def flush(self) -> None:
+        if self.cow is not None:
+            self.cow.flush()
+            return
         os.fsync(self.fd)
 
     def counters(self) -> dict[str, int]:

@@ -196,7 +196,7 @@ class Target:
                     status, err, rscnt = 0x41, 0x04, scnt
                 else:
                     try:
-                        if exp._bounce_mv is None:
+                        if exp.plain:
                             done = os.pwrite(exp.fd, f[36 : 36 + nbytes], exp.base + (lba << 9))
                         else:
                             done = exp.write_from(f[36 : 36 + nbytes], lba)
@@ -210,7 +210,7 @@ class Target:
                 status, err, rscnt = 0x41, 0x10, scnt
             else:
                 try:
-                    if exp._bounce_mv is None:
+                    if exp.plain:
                         done = os.preadv(exp.fd, [self._omv[36 : 36 + nbytes]], exp.base + (lba << 9))
                     else:
                         done = exp.read_into(self._omv[36:], lba, scnt)

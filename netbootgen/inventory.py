@@ -79,6 +79,7 @@ class _Checker(Checker):
     def __init__(self) -> None:
         super().__init__()
         self.macs: dict[str, tuple[str, str]] = {}  # normalized MAC -> (key path, value as written)
+        self.overlays: dict[str, str] = {}  # cow overlay path -> key path of its export
         self.targets: dict[tuple[int, int], str] = {}  # (shelf, slot) -> key path of the export
         self.rejected: dict[str, set[str]] = {s: set() for s in SECTIONS}
         self.default_profile_users: set[str] = set()
@@ -187,7 +188,7 @@ def _server(c: _Checker, name: str, raw: dict[str, Any]) -> Server:
 
 def _export(c: _Checker, name: str, raw: dict[str, Any]) -> Export:
     key = f"exports.{part(name)}"
-    allowed = {"server", "shelf", "slot", "path", "readonly", "sync", "direct", "bufcnt", "offset", "length"}
+    allowed = {"server", "shelf", "slot", "path", "readonly", "sync", "direct", "bufcnt", "offset", "length", "cow"}
     c.keys(raw, key, allowed, {"server", "shelf", "slot", "path"})
     path = c.str_(raw, "path", key) or ""
     problem = _path_problem(path) if isinstance(raw.get("path"), str) else None
@@ -200,6 +201,7 @@ def _export(c: _Checker, name: str, raw: dict[str, Any]) -> Export:
             c.bad(key, f"shelf.slot {shelf}.{slot} (e{shelf}.{slot}) is already used by {c.targets[shelf, slot]}")
         else:
             c.targets[shelf, slot] = key
+    cow = _cow(c, raw, key, path)
     return Export(
         name=name,
         server=c.str_(raw, "server", key) or "",
@@ -212,7 +214,31 @@ def _export(c: _Checker, name: str, raw: dict[str, Any]) -> Export:
         bufcnt=c.int_(raw, "bufcnt", key, 64, 2, 65535) or 64,
         offset=c.int_(raw, "offset", key, 0, 0, 2**48) or 0,
         length=c.int_(raw, "length", key, None, 1, 2**48),
+        cow=cow,
     )
+
+
+def _cow(c: _Checker, raw: dict[str, Any], key: str, path: str) -> str | None:
+    """exports.*.cow: the overlay of a copy-on-write export (netbootgen serve only; path stays unwritten)."""
+    if "cow" not in raw:
+        return None
+    cow = c.str_(raw, "cow", key)
+    if cow is None:
+        return None
+    problem = _path_problem(cow)
+    if problem:
+        c.bad(f"{key}.cow", problem)
+    elif cow == path:
+        c.bad(f"{key}.cow", f"{show(cow)} is the export's path: the overlay must be another file")
+    elif cow in c.overlays:
+        c.bad(f"{key}.cow", f"{show(cow)} is already the overlay of {c.overlays[cow]}")
+    else:
+        c.overlays[cow] = key
+    for flag, why in (("readonly", "cow never writes path; readonly would refuse the machine's writes"),
+                      ("direct", "O_DIRECT is not supported on a cow export")):
+        if raw.get(flag) is True:
+            c.bad(f"{key}.{flag}", f"cannot be combined with cow ({why})")
+    return cow
 
 
 def _macs(c: _Checker, raw: dict[str, Any], key: str) -> tuple[str, ...]:

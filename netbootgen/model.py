@@ -43,6 +43,7 @@ class Export:
     bufcnt: int = 64  # Linux keeps min(bufcnt, 64) frames in flight; both vblade and netbootgen gain
     offset: int = 0
     length: int | None = None
+    cow: str | None = None  # copy-on-write overlay (netbootgen serve; vblade units leave such exports out)
 
     @property
     def target(self) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +15,13 @@ import pytest
 
 from netbootgen.aoe import cow
 from netbootgen.aoe import protocol as p
+from netbootgen.aoe.command import inventory_plan
 from netbootgen.aoe.process import ServeProcess
 from netbootgen.aoe.store import ExportSpec, OpenExport, parse_export_spec
 from netbootgen.aoe.target import Target
-from netbootgen.errors import NetbootgenError
+from netbootgen.errors import InputError, NetbootgenError
+from netbootgen.export.vblade import render_units
+from netbootgen.inventory import load_inventory
 from netbootgen.testing.client import DgramChannel, Initiator, StreamChannel
 
 SECTORS = 256
@@ -252,3 +257,111 @@ def test_serve_cow_persists_across_restarts(
 def test_serve_cow_read_only_rejected(base: Path, tmp_path: Path, sockdir: Path) -> None:
     with pytest.raises(NetbootgenError, match="ro and cow exclude each other"):
         serve(sockdir, f"1.2={base},cow={tmp_path / 'o'},ro", f"unix-stream:{sockdir / 's.sock'}")
+
+
+# -- the inventory: [exports.X] cow = "PATH" ------------------------------------------------------
+
+NODE1, NODE2 = "52:54:00:12:34:56", "52:54:00:12:34:57"
+
+
+def golden_inventory(tmp_path: Path, base: Path, extra1: str = "", extra2: str = "") -> Path:
+    """Two machines booting one golden image, each through its own overlay."""
+    inv = tmp_path / "inv.toml"
+    inv.write_text(
+        textwrap.dedent(
+            f"""\
+            [profiles.default]
+            nic_drivers = {{ virtio_net = "m" }}
+
+            [servers.store1]
+            interface = "eth0"
+
+            [exports.node1]
+            server = "store1"
+            shelf = 0
+            slot = 1
+            path = "{base}"
+            cow = "{tmp_path}/node1.overlay"
+            {extra1}
+
+            [exports.node2]
+            server = "store1"
+            shelf = 0
+            slot = 2
+            path = "{base}"
+            cow = "{tmp_path}/node2.overlay"
+            {extra2}
+
+            [machines.node1]
+            macs = ["{NODE1}"]
+            export = "node1"
+            profile = "default"
+
+            [machines.node2]
+            macs = ["{NODE2}"]
+            export = "node2"
+            profile = "default"
+            """
+        )
+    )
+    return inv
+
+
+def test_inventory_cow_plan_and_no_vblade_unit(base: Path, tmp_path: Path) -> None:
+    inv = load_inventory(golden_inventory(tmp_path, base))
+    assert inv.exports["node1"].cow == f"{tmp_path}/node1.overlay"
+    plan = inventory_plan(inv, "store1")
+    assert [e.spec.cow for e in plan.exports] == [tmp_path / "node1.overlay", tmp_path / "node2.overlay"]
+    assert all(e.spec.path == base and not e.spec.readonly for e in plan.exports)
+    assert render_units(inv) == {}, "vblade has no copy-on-write: cow exports get no unit"
+
+
+@pytest.mark.parametrize(
+    ("extra1", "extra2", "message"),
+    [
+        ("readonly = true", "", "exports.node1.readonly: cannot be combined with cow"),
+        ("direct = true", "", "exports.node1.direct: cannot be combined with cow (O_DIRECT"),
+        ("", 'cow = "relative"', "exports.node2.cow: 'relative' must be an absolute path"),
+        ("", "cow = 5", "exports.node2.cow"),
+    ],
+)
+def test_inventory_cow_errors(base: Path, tmp_path: Path, extra1: str, extra2: str, message: str) -> None:
+    text = golden_inventory(tmp_path, base).read_text()
+    if extra2.startswith("cow"):
+        text = text.replace(f'cow = "{tmp_path}/node2.overlay"', extra2)
+    else:
+        text = text.replace(f'cow = "{tmp_path}/node1.overlay"', f'cow = "{tmp_path}/node1.overlay"\n{extra1}')
+    (tmp_path / "inv.toml").write_text(text)
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_inventory(tmp_path / "inv.toml")
+
+
+def test_inventory_cow_overlay_shared_or_same_as_path(base: Path, tmp_path: Path) -> None:
+    text = golden_inventory(tmp_path, base).read_text()
+    shared = text.replace(f"{tmp_path}/node2.overlay", f"{tmp_path}/node1.overlay")
+    (tmp_path / "inv.toml").write_text(shared)
+    with pytest.raises(InputError, match=r"exports\.node2\.cow: .* is already the overlay of exports\.node1"):
+        load_inventory(tmp_path / "inv.toml")
+    (tmp_path / "inv.toml").write_text(text.replace(f"{tmp_path}/node1.overlay", os.fspath(base)))
+    with pytest.raises(InputError, match=r"exports\.node1\.cow: .* is the export's path"):
+        load_inventory(tmp_path / "inv.toml")
+
+
+def test_serve_inventory_cow(base: Path, tmp_path: Path, sockdir: Path) -> None:
+    """Each machine writes to its own overlay of the one golden image, which stays as it was."""
+    before = sha(base)
+    inv = golden_inventory(tmp_path, base)
+    tsock, qsock = sockdir / "t.sock", sockdir / "q.sock"
+    args = [os.fspath(inv), "--server", "store1", "--transport", f"unix-dgram:{tsock}:{qsock}"]
+    with ServeProcess(args, sockdir / "serve.log") as proc, DgramChannel(qsock, tsock) as ch:
+        for slot, mac, fill in ((1, NODE1, b"\x11"), (2, NODE2, b"\x22")):
+            ini = Initiator(ch, mac=p.parse_mac(mac), shelf=0, slot=slot, timeout=3.0)
+            ini.query()
+            ini.write(3, fill * 512)
+        for slot, mac, fill in ((1, NODE1, b"\x11"), (2, NODE2, b"\x22")):
+            ini = Initiator(ch, mac=p.parse_mac(mac), shelf=0, slot=slot, timeout=3.0)
+            ini.query()
+            assert ini.read(2, 2) == pattern(3)[2 * 512 :] + fill * 512
+        assert proc.stop() == 0, proc.output()
+    assert sha(base) == before
+    assert f"e0.1 -> {base} ({SECTORS} sectors, cow={tmp_path}/node1.overlay" in proc.output()

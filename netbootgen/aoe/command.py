@@ -113,7 +113,15 @@ def inventory_plan(inv: Inventory, server: str) -> InventoryPlan:
         if not macs:
             skipped.append(ex.name)
             continue
-        spec = ExportSpec(ex.shelf, ex.slot, Path(ex.path), readonly=ex.readonly, offset=ex.offset, length=ex.length)
+        spec = ExportSpec(
+            ex.shelf,
+            ex.slot,
+            Path(ex.path),
+            readonly=ex.readonly,
+            offset=ex.offset,
+            length=ex.length,
+            cow=Path(ex.cow) if ex.cow is not None else None,
+        )
         served.append(
             ServedExport(
                 spec,

@@ -7,6 +7,9 @@ vblade keeps the -m list in a fixed table of 32 entries (aoe.c Nmasks) and does 
 MACs overwrite its other variables (200 MACs turn the offset into garbage). An export with more MACs (a
 shared read-only image) is served by several vblade processes on the same shelf.slot, each allowing at most
 32 of them: each process answers only its own MACs, so every client sees one target.
+
+vblade has no copy-on-write: an export with `cow` gets no unit (serve it with `netbootgen serve INVENTORY
+--server NAME`, which serves the server's exports, cow or not).
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def render_units(inv: Inventory) -> FileTree:
     hdr = inventory_header(inv)
     files: FileTree = {}
     for ex in inv.exports.values():
+        if ex.cow is not None:
+            continue  # vblade cannot serve it
         macs = allowed_macs(inv, ex)
         parts = mac_parts(macs)
         for i, run in enumerate(parts, 1):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from netbootgen.fleet import fs_modules
 from netbootgen.generate import render_inventory
 from netbootgen.inventory import Inventory
 from netbootgen.kernel.fetch import KernelTree, profile_kernel
@@ -56,7 +57,8 @@ def build(
         kernel = profile_kernel(p, cache)
         progress(f"profile {name}: {flavour} initrd for {kernel.version} with dracut and 95aoe "
                  "(cached when nothing changed) ...")
-        spec = InitrdSpec.for_profile(kernel, files, p, systemd=systemd)
+        spec = InitrdSpec.for_profile(kernel, files, p, systemd=systemd,
+                                      filesystems=tuple(fs_modules(inv, name)))
         initrd = build_initrd(spec, cache)
         remove_stale(spec, cache)
         install_boot_files(tftp, name, kernel.vmlinuz, initrd.path)

@@ -17,6 +17,17 @@ def machine_mtu(inv: Inventory, m: Machine) -> int:
     return m.mtu if m.mtu is not None else inv.servers[inv.exports[m.export].server].mtu
 
 
+# The kernel module of a root file system type, where it is not named as the type (ext2/ext3: ext4's driver).
+FS_MODULES = {"ext2": "ext4", "ext3": "ext4"}
+
+
+def fs_modules(inv: Inventory, profile: str) -> list[str]:
+    """The file-system kernel modules an initrd of `profile` needs: those of its machines' root `fstype`s,
+    sorted (ext4 for a profile no machine uses)."""
+    types = {m.fstype for m in inv.machines.values() if m.profile == profile} or {"ext4"}
+    return sorted({FS_MODULES.get(t, t) for t in types})
+
+
 def kernel_args(inv: Inventory, m: Machine) -> list[str]:
     """The kernel command line of `m` (the PXELINUX entries and a direct boot use the same one).
 

@@ -17,8 +17,8 @@ from netbootgen.render import FileTree
 from netbootgen.run import need_binary, run
 
 SYSTEM_DRACUT = Path("/usr/lib/dracut")
-# Kernel drivers every AoE-root initrd needs besides the profile's NIC drivers.
-BASE_DRIVERS = ("aoe", "ext4")
+# Kernel drivers every AoE-root initrd needs besides the profile's NIC drivers and root file systems.
+BASE_DRIVERS = ("aoe",)
 # Cached initrds kept per profile, kernel and flavour.
 KEEP = 3
 
@@ -30,16 +30,20 @@ class InitrdSpec:
     module: FileTree  # the 95aoe files, keyed "dracut/95aoe/<name>"
     drivers: tuple[str, ...]  # NIC drivers
     systemd: bool = True  # systemd initrd, or dracut's shell-only initrd (--omit systemd)
+    filesystems: tuple[str, ...] = ("ext4",)  # root file-system modules (fleet.fs_modules)
 
     @classmethod
-    def for_profile(cls, kernel: KernelTree, files: FileTree, profile: Profile, *, systemd: bool) -> InitrdSpec:
-        """The initrd of `profile`: the rendered 95aoe files out of `files`, the profile's NIC drivers."""
+    def for_profile(cls, kernel: KernelTree, files: FileTree, profile: Profile, *, systemd: bool,
+                    filesystems: tuple[str, ...] = ("ext4",)) -> InitrdSpec:
+        """The initrd of `profile`: the rendered 95aoe files out of `files`, the profile's NIC drivers and the
+        file-system modules of its machines' roots."""
         module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}
-        return cls(profile.name, kernel, module, tuple(d for d, _ in profile.nic_drivers), systemd=systemd)
+        return cls(profile.name, kernel, module, tuple(d for d, _ in profile.nic_drivers), systemd=systemd,
+                   filesystems=filesystems)
 
     def all_drivers(self) -> list[str]:
         bus = {"virtio_pci"} if "virtio_net" in self.drivers else set()
-        return sorted(set(BASE_DRIVERS) | set(self.drivers) | bus)
+        return sorted(set(BASE_DRIVERS) | set(self.filesystems) | set(self.drivers) | bus)
 
     def key(self) -> str:
         """A digest of everything the initrd depends on: reuse a cached build only when nothing changed."""

@@ -14,6 +14,7 @@ import click
 from netbootgen.aoe import fastpath
 from netbootgen.aoe import protocol as p
 from netbootgen.aoe.address import TRANSPORT_SYNTAX, InterfaceAddress, UnixStreamAddress, parse_transport
+from netbootgen.aoe.fault import FAULT_SYNTAX, FaultSpec, parse_fault_spec
 from netbootgen.aoe.server import ServeLoop, open_transport
 from netbootgen.aoe.store import ExportSpec, OpenExport, parse_export_spec
 from netbootgen.aoe.target import Target
@@ -252,6 +253,15 @@ def _start_message(exp: OpenExport, transport: Transport) -> str:
     default=None,
     help="Create this file once the sockets are bound.",
 )
+@click.option(
+    "--fault",
+    "fault_value",
+    metavar=FAULT_SYNTAX,
+    default=None,
+    help="For tests: lose (drop), duplicate (dup) or reorder each frame, requests and replies alike, with these "
+    "probabilities, and send every reply MS ms late (delay), with seeded dice (seed): the same seed and frames, "
+    "the same faults; counts are logged with the counters. Datagram transports; turns the C hot path off.",
+)
 def serve_command(
     inventory: Path | None,
     server_name: str | None,
@@ -265,6 +275,7 @@ def serve_command(
     bufcnt: int | None,
     hot_path: str,
     ready_file: Path | None,
+    fault_value: str | None,
 ) -> None:
     """Serve files or block devices over ATA-over-Ethernet to QEMU guests or a real interface.
 
@@ -321,6 +332,17 @@ def serve_command(
         fastpath.resolve(hot_path, datagram=not isinstance(address, UnixStreamAddress))
     except ValueError as e:
         raise _bad("--hot-path", hot_path, str(e)) from None
+    faults: FaultSpec | None = None
+    if fault_value is not None:
+        try:
+            faults = parse_fault_spec(fault_value)
+        except ValueError as e:
+            raise _bad("--fault", fault_value, str(e)) from None
+        if isinstance(address, UnixStreamAddress):
+            raise _bad("--fault", fault_value, "faults need a datagram transport (unix-dgram or iface)")
+        if hot_path == "c":
+            raise click.UsageError("--fault cannot be combined with --hot-path c (faults are applied in Python)")
+        hot_path = "python"
     allow: list[bytes] = []
     for value in mac_allow:
         try:
@@ -372,6 +394,7 @@ def serve_command(
                 transport,
                 announce_interval=None if isinstance(address, InterfaceAddress) else 1.0,
                 ready_file=ready_file,
+                faults=faults,
             )
         except BaseException:
             transport.close()
@@ -390,6 +413,8 @@ def serve_command(
             ", ".join(sorted({str(exp.bufcnt or target.bufcnt) for exp in exports})),
             transport.hot_path,
         )
+        if faults is not None:
+            log.info("faults %s (C hot path off)", faults)
         server_loop.install_signal_handlers()
         server_loop.serve_forever()
         log.info("stopped")

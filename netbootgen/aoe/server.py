@@ -15,6 +15,7 @@ from typing import Any
 from netbootgen.aoe import fastpath
 from netbootgen.aoe.address import TransportAddress, UnixDgramAddress, UnixStreamAddress, parse_transport
 from netbootgen.aoe.dgram import InterfaceTransport, UnixDgramTransport
+from netbootgen.aoe.fault import FaultSpec, FaultyTarget
 from netbootgen.aoe.stream import UnixStreamTransport
 from netbootgen.aoe.target import Target
 from netbootgen.aoe.transport import Transport
@@ -46,6 +47,8 @@ class ServeLoop:
 
     Announces the exports at start and, while some peer has not spoken yet, every
     `announce_interval` seconds (None: only once).  Counters are logged at exit and on request.
+    With `faults`, the transport feeds a `FaultyTarget` (netbootgen.aoe.fault) and the loop delivers its
+    held frames when due.
     """
 
     def __init__(
@@ -55,8 +58,10 @@ class ServeLoop:
         *,
         announce_interval: float | None = 1.0,
         ready_file: Path | None = None,
+        faults: FaultSpec | None = None,
     ) -> None:
         self.target = target
+        self.faults = FaultyTarget(target, faults) if faults is not None else None
         self.transport = transport
         self.announce_interval = announce_interval
         self.ready_file = ready_file
@@ -65,7 +70,7 @@ class ServeLoop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self.transport.register(self._sel, target)
+        self.transport.register(self._sel, self.faults or target)  # type: ignore[arg-type]
         self._stopping = False
         self._dump = False
         self._closed = False
@@ -123,6 +128,10 @@ class ServeLoop:
         for exp in self.target.exports:
             log.info("%s", exp.format_counters())
         log.info("%s: %s", self.transport, self.transport.stats())
+        if self.target.group_sources:
+            log.info("dropped %d frames from group (multicast) source MACs", self.target.group_sources)
+        if self.faults is not None:
+            log.info("%s", self.faults.stats())
 
     def serve_forever(self) -> None:
         """Serve until stop(); closes the transport and logs counters on the way out."""
@@ -133,8 +142,14 @@ class ServeLoop:
         try:
             while not self._stopping:
                 timeout = max(0.0, next_tick - time.monotonic()) if next_tick is not None else None
+                due = self.faults.next_due() if self.faults is not None else None
+                if due is not None:
+                    wait = max(0.0, due - time.monotonic())
+                    timeout = wait if timeout is None else min(timeout, wait)
                 for key, mask in sel.select(timeout):
                     key.data(mask)
+                if self.faults is not None:
+                    self.faults.flush()
                 if self._dump:
                     self._dump = False
                     self.log_counters()

@@ -4,12 +4,13 @@ build its initrd with dracut (cached), and lay out the TFTP tree."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from netbootgen.fleet import fs_modules
 from netbootgen.generate import render_inventory
 from netbootgen.inventory import Inventory
+from netbootgen.kernel.check import ProfileReport, check_inventory, require_bootable
 from netbootgen.kernel.fetch import KernelTree, profile_kernel
 from netbootgen.modules.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
 from netbootgen.output import WriteReport, write_tree
@@ -24,6 +25,7 @@ class BuiltProfile:
     name: str
     kernel: KernelTree
     initrd: InitrdResult
+    check: ProfileReport
 
 
 @dataclass(frozen=True)
@@ -43,27 +45,36 @@ def build(
     profiles: Sequence[str] | None = None,
     progress: Progress = lambda msg: None,
 ) -> BuildResult:
-    """Render `inv` into `out`, then for each profile (all, or those named) fetch the kernel, build the
-    initrd and install both into `out`/tftp beside PXELINUX."""
+    """Fetch each profile's kernel (all profiles, or those named) and check it can boot the profile's machines
+    (netbootgen.kernel.check: KernelCheckFailed before anything is written), then render `inv` into `out`,
+    build each initrd and install it with the kernel into `out`/tftp beside PXELINUX."""
+    names = profiles if profiles is not None else list(inv.profiles)
+    kernels: dict[str, KernelTree] = {}
+    for name in names:
+        p = inv.profiles[name]
+        progress(f"profile {name}: kernel {p.kernel_path or p.kernel_version} ...")
+        kernels[name] = profile_kernel(p, cache)
+    checks = {r.profile: r for r in check_inventory(inv, kernels, progress)}
+    require_bootable(checks.values())
     files = render_inventory(inv)
     written = write_tree(out, files)
     tftp = out / "tftp"
     install_pxelinux(tftp)
     flavour = "systemd" if systemd else "shell-only"
     built: dict[str, BuiltProfile] = {}
-    for name in profiles if profiles is not None else list(inv.profiles):
-        p = inv.profiles[name]
-        progress(f"profile {name}: kernel {p.kernel_path or p.kernel_version} ...")
-        kernel = profile_kernel(p, cache)
+    for name in names:
+        p, kernel = inv.profiles[name], kernels[name]
         progress(f"profile {name}: {flavour} initrd for {kernel.version} with dracut and 95aoe "
                  "(cached when nothing changed) ...")
         spec = InitrdSpec.for_profile(kernel, files, p, systemd=systemd,
                                       filesystems=tuple(fs_modules(inv, name)))
+        if pci := checks[name].pci_nic_modules:  # NICs named by PCI id: drivers the kernel's aliases give
+            spec = replace(spec, drivers=tuple(dict.fromkeys(spec.drivers + pci)))
         initrd = build_initrd(spec, cache)
         remove_stale(spec, cache)
         install_boot_files(tftp, name, kernel.vmlinuz, initrd.path)
         how = "cached" if initrd.cached else f"built in {initrd.seconds:.1f} s"
         progress(f"profile {name}: kernel {kernel.version}, initrd {initrd.path.name}, "
                  f"{initrd.size / 1e6:.1f} MB ({how})")
-        built[name] = BuiltProfile(name, kernel, initrd)
+        built[name] = BuiltProfile(name, kernel, initrd, checks[name])
     return BuildResult(files, written, tftp, built)

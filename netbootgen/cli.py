@@ -64,13 +64,33 @@ def init(path: Path, force: bool) -> None:
 
 @main.command()
 @inventory_arg
-def validate(inventory: Path | None) -> None:
-    """Check INVENTORY and report every error at once (exit status 2 when there are any)."""
+@click.option("--kernels", type=click.Choice(["here", "fetch", "skip"]), default="here", show_default=True,
+              help="Check each profile's kernel (as `netbootgen kernel check`): here: only kernels already here "
+                   "(kernel_path, or in the cache), fetch: download the others first, skip: none.")
+def validate(inventory: Path | None, kernels: str) -> None:
+    """Check INVENTORY and report every error at once (exit status 2 when there are any), then check the
+    profiles' kernels can boot its machines from AoE (exit status 1 when one cannot)."""
     inv = load_inventory(inventory)  # checks everything the generators need: a loaded inventory renders
     click.echo(
         f"{inv.source}: ok ({len(inv.machines)} machines, {len(inv.exports)} exports, "
         f"{len(inv.servers)} servers, {len(inv.profiles)} profiles)"
     )
+    if kernels != "skip":
+        from netbootgen.kernel.check import available_kernel, check_inventory, require_bootable
+        from netbootgen.kernel.fetch import profile_kernel
+
+        trees = {}
+        for name, p in inv.profiles.items():
+            tree = profile_kernel(p, cache_dir()) if kernels == "fetch" else available_kernel(p, cache_dir())
+            if tree is None:
+                click.echo(f"profile {name}: kernel {p.kernel_version} not checked (not downloaded yet; "
+                           "--kernels fetch downloads it)")
+            else:
+                trees[name] = tree
+        reports = check_inventory(inv, trees)
+        require_bootable(reports)
+        for r in reports:
+            click.echo(f"profile {r.profile}: kernel {r.kernel} ok (AoE, NIC drivers, root file systems)")
 
 
 @main.command()
@@ -194,10 +214,12 @@ def timeline(reports: tuple[Path, ...], output: Path, title: str) -> None:
 
 def _register_subcommands() -> None:
     from netbootgen.aoe.command import serve_command
+    from netbootgen.kernel.command import kernel_group
     from netbootgen.pxe.command import pxe_group
 
     main.add_command(serve_command)
     main.add_command(pxe_group)
+    main.add_command(kernel_group)
 
 
 _register_subcommands()

@@ -33,6 +33,7 @@ KVER_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?-[0-9A-Za-z.+~-]+\Z")
 KCONFIG_VALUE_RE = re.compile(r'^(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|"[^"\n]*")\Z')
 MODULE_RE = re.compile(r"^[a-z0-9_]+\Z")
 FSTYPE_RE = re.compile(r"^[a-z0-9]+\Z")
+PCI_ID_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}\Z")
 # Characters an export path may not hold: the vblade unit quotes it for ExecStart= and friends, which cannot
 # carry these (netbootgen.export.systemd.unit_value_problem); checked here so that `validate` reports them.
 UNSAFE_PATH_CHARS = frozenset('"\\')
@@ -118,7 +119,7 @@ def _defaults(c: _Checker, raw: dict[str, Any]) -> _Defaults:
 
 def _profile(c: _Checker, name: str, raw: dict[str, Any]) -> Profile:
     key = f"profiles.{part(name)}"
-    c.keys(raw, key, {"kernel_version", "kernel_path", "nic_drivers", "aoe", "config", "kconfig_symbols"})
+    c.keys(raw, key, {"kernel_version", "kernel_path", "nic_drivers", "nic_pci", "aoe", "config", "kconfig_symbols"})
     kver = c.str_(raw, "kernel_version", key, "auto") or "auto"
     if kver != "auto" and not KVER_RE.match(kver):
         c.bad(f"{key}.kernel_version", f"{show(kver)} is not a kernel version (\"auto\" or e.g. \"6.1.0-56-amd64\")")
@@ -128,15 +129,16 @@ def _profile(c: _Checker, name: str, raw: dict[str, Any]) -> Profile:
     if kpath is not None and "kernel_version" in raw:
         c.bad(f"{key}.kernel_path", "give kernel_version or kernel_path, not both")
     drivers = []
+    nic_pci = _nic_pci(c, raw.get("nic_pci", []), f"{key}.nic_pci")
     if "nic_drivers" in raw and not isinstance(raw["nic_drivers"], dict):
         c.table(raw["nic_drivers"], f"{key}.nic_drivers")
     else:
-        for drv, how in sorted(raw.get("nic_drivers", {"virtio_net": "m"}).items()):
+        for drv, how in sorted(raw.get("nic_drivers", {} if nic_pci else {"virtio_net": "m"}).items()):
             if not MODULE_RE.match(drv):
                 c.bad(f"{key}.nic_drivers.{part(drv)}", f"{show(drv)} is not a kernel module name")
             drivers.append((drv, c.ym(how, f"{key}.nic_drivers.{part(drv)}")))
-        if not drivers:
-            c.bad(f"{key}.nic_drivers", "needs at least one NIC driver")
+        if not drivers and not nic_pci:
+            c.bad(f"{key}.nic_drivers", "needs at least one NIC driver (or a PCI id in nic_pci)")
     aoe = c.ym(raw.get("aoe", "m"), f"{key}.aoe")
     config = []
     for sym, val in sorted(c.table(raw.get("config", {}), f"{key}.config").items()):
@@ -153,7 +155,23 @@ def _profile(c: _Checker, name: str, raw: dict[str, Any]) -> Profile:
         if MODULE_RE.match(drv) and drv not in NIC_DRIVERS and drv not in given:
             c.bad(f"{key}.nic_drivers.{part(drv)}", _no_symbol("NIC driver", drv, NIC_DRIVERS, key))
     symbols = tuple(_kconfig_symbols(c, given, key).items())
-    return Profile(name, kver, kpath, tuple(drivers), aoe, tuple(config), symbols)
+    return Profile(name, kver, kpath, tuple(drivers), aoe, tuple(config), symbols, nic_pci)
+
+
+def _nic_pci(c: _Checker, raw: Any, key: str) -> tuple[str, ...]:
+    """profiles.*.nic_pci: NICs named by PCI id ("8086:10d3"); their drivers come from the kernel's aliases."""
+    if not isinstance(raw, list):
+        c.bad(key, f"must be a list of PCI ids such as \"8086:10d3\", not {show(raw)}")
+        return ()
+    ids = []
+    for i, v in enumerate(raw):
+        if not isinstance(v, str) or not PCI_ID_RE.match(v):
+            c.bad(f"{key}[{i}]", f"{show(v)} is not a PCI id (vendor:device in hex, e.g. \"8086:10d3\")")
+        elif v.lower() in ids:
+            c.bad(f"{key}[{i}]", f"{show(v)} is listed twice")
+        else:
+            ids.append(v.lower())
+    return tuple(ids)
 
 
 def _kconfig_symbols(c: _Checker, raw: dict[str, Any], key: str) -> dict[str, str]:

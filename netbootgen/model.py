@@ -21,6 +21,8 @@ class Profile:
     config: tuple[tuple[str, str], ...] = ()
     # NIC driver or root file system type -> its Kconfig symbol, for those netbootgen.kconfig does not know
     kconfig_symbols: tuple[tuple[str, str], ...] = ()
+    # NICs named by PCI id ("8086:10d3"): their drivers come from the kernel's module aliases
+    nic_pci: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

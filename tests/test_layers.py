@@ -18,13 +18,15 @@ MAX_LINES = 500
 RANKS: list[tuple[str, int]] = [
     # cli: the commands
     ("netbootgen.__main__", 91), ("netbootgen.cli", 90), ("netbootgen.aoe.__main__", 90),
-    ("netbootgen.aoe.command", 85), ("netbootgen.pxe.command", 85),
+    ("netbootgen.aoe.command", 85), ("netbootgen.pxe.command", 85), ("netbootgen.kernel.command", 85),
+    ("netbootgen.modules.command", 85),
     # helpers for tests and benchmarks: an AoE client, a busybox guest
     ("netbootgen.testing", 80),
     # emulation: boot-test on the console follower, QEMU command lines and root images
     ("netbootgen.emulate.boottest", 71), ("netbootgen.emulate", 70),
     # builders: the pipeline, then what it calls
-    ("netbootgen.build", 65), ("netbootgen.modules.initrd", 62), ("netbootgen.kernel.fetch", 60),
+    ("netbootgen.build", 65), ("netbootgen.modules.inspect", 63), ("netbootgen.modules.initrd", 62),
+    ("netbootgen.kernel.check", 61), ("netbootgen.kernel.fetch", 60),
     ("netbootgen.pxe.tftp", 60), ("netbootgen.aoe", 60),
     # generators: generate.py calls each of them
     ("netbootgen.generate", 55), ("netbootgen.modules.dracut_module", 50), ("netbootgen.pxe", 50),
@@ -35,6 +37,7 @@ RANKS: list[tuple[str, int]] = [
     ("netbootgen.fleet", 33), ("netbootgen.inventory", 32), ("netbootgen.model", 31), ("netbootgen.checker", 30),
     # base
     ("netbootgen.errors", 10), ("netbootgen.run", 15), ("netbootgen.cache", 10), ("netbootgen.kconfig", 10),
+    ("netbootgen.kernel.modinfo", 12), ("netbootgen.modules.cpio", 12),
     ("netbootgen", 0),  # the package's own __init__
 ]  # fmt: skip
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from netbootgen.aoe.command import serve_command
 from netbootgen.aoe.server import ServeLoop, open_transport
 from netbootgen.aoe.store import ExportSpec, OpenExport
 from netbootgen.aoe.target import Target
+from netbootgen.aoe.transport import set_timeout
 from netbootgen.testing.client import DgramChannel, Initiator
 
 TMAC = bytes.fromhex("020000000102")
@@ -260,3 +263,142 @@ def test_cli_hot_path(tmp_path: Path, sockdir: Path) -> None:
     assert "'--hot-path'" in result.output and "datagram transports only" in result.output
     result = CliRunner().invoke(serve_command, ["--export", f"1.2={disk}", "--transport", "x:y", "--hot-path", "z"])
     assert result.exit_code == 2 and "'z' is not one of 'auto', 'c', 'python'" in result.output
+
+
+# -- batches: the C engine keeps the arrival order of a recvmmsg batch -----------------------------------------
+
+A, B = POOL[0], POOL[1]
+
+
+def _batches() -> list[list[bytes]]:
+    """Control frames and READ/WRITEs in one batch: what C answers must depend on the frames before it."""
+    def rw(tag: int, src: bytes, cmd: int, lba: int) -> bytes:
+        data = bytes([tag]) * 512 if cmd == 0x34 else b""
+        return p.build_ata_frame(TMAC, src, 1, 2, tag, cmd=cmd, lba=lba, scnt=1, aflags=0x41 if data else 0x40,
+                                 data=data)  # fmt: skip
+
+    mask = p.MaskDirective
+    return [
+        # Reserved by A: B's WRITE and READ get "reserved", the sector stays as it was.
+        [p.build_reserve_frame(TMAC, A, 1, 2, 1, rcmd=1, macs=[A]), rw(2, B, 0x34, 5), rw(3, B, 0x24, 5)],
+        # A releases, then takes B off the mask list: B's WRITE gets nothing; A's READ is answered.
+        [p.build_reserve_frame(TMAC, A, 1, 2, 4, rcmd=1, macs=[]), rw(5, B, 0x34, 6),
+         p.build_mask_frame(TMAC, A, 1, 2, 6, mcmd=1, directives=[(mask.DELETE, B)]), rw(7, B, 0x34, 7),
+         rw(8, A, 0x24, 7)],
+        # B back on the list: served again, in order.
+        [rw(9, B, 0x34, 8), p.build_mask_frame(TMAC, A, 1, 2, 10, mcmd=1, directives=[(mask.ADD, B)]),
+         rw(11, B, 0x34, 8), rw(12, B, 0x24, 8)],
+    ]  # fmt: skip
+
+
+def _run_batches(tmp_path: Path, sockdir: Path, hot_path: str) -> tuple[list[list[bytes]], bytes]:
+    disk = tmp_path / f"{hot_path}.img"
+    disk.write_bytes(bytes(range(256)) * 2 * 16)
+    tsock, qsock = sockdir / f"{hot_path}-t.sock", sockdir / f"{hot_path}-q.sock"
+    exp = OpenExport(ExportSpec(1, 2, disk), hostname="batch")
+    target = Target([exp], TMAC, mac_allow=[A, B])
+    server = ServeLoop(target, open_transport(f"unix-dgram:{tsock}:{qsock}", hot_path), announce_interval=None)
+    assert server.transport.hot_path == hot_path
+    answers = []
+    try:
+        with DgramChannel(qsock, tsock) as ch:
+            for batch in _batches():
+                for frame in batch:  # all queued before the target reads: one recvmmsg batch
+                    ch.send(frame)
+                server.transport._on_readable(0)  # what the server loop does when the socket is readable
+                got = []
+                while (r := ch.recv(0.2)) is not None:
+                    got.append(r)
+                answers.append(got)
+    finally:
+        server.close()
+        exp.close()
+    return answers, disk.read_bytes()
+
+
+def test_batches_answered_in_arrival_order(tmp_path: Path, sockdir: Path) -> None:
+    py_answers, py_disk = _run_batches(tmp_path, sockdir, "python")
+    c_answers, c_disk = _run_batches(tmp_path, sockdir, "c")
+    tags = [[p.parse_header(r).tag for r in batch] for batch in py_answers]
+    assert tags == [[1, 2, 3], [4, 5, 6, 8], [10, 11, 12]]  # B off the mask list: WRITE 7 and 9 unanswered
+    assert py_answers[0][1][15] == p.AoeError.TARGET_RESERVED
+    assert c_answers == py_answers
+    assert c_disk == py_disk
+
+
+# -- group source addresses ----------------------------------------------------------------------------------------
+
+
+def test_group_source_dropped_by_c(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(os.urandom(64 * 512))
+    target = Target([OpenExport(ExportSpec(1, 2, disk))], TMAC)
+    fast = fastpath.FastPath(target, -1)
+    try:
+        for src in (p.BROADCAST_MAC, bytes.fromhex("01005e000001"), bytes.fromhex("030000000001")):
+            for cmd in (0x24, 0x34):
+                frame = p.build_ata_frame(TMAC, src, 1, 2, 1, cmd=cmd, lba=0, scnt=1, aflags=cmd & 0x10 and 0x41,
+                                          data=bytes(512) if cmd == 0x34 else b"")  # fmt: skip
+                assert fast.answer(frame) is None
+        fast.absorb()
+        assert target.group_sources == 6 and target.exports[0].frames == 0
+    finally:
+        target.close()
+    assert disk.read_bytes() != bytes(64 * 512)
+
+
+# -- reconfiguring the engine while it runs ------------------------------------------------------------------------
+
+
+def test_no_reconfiguration_while_running(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(os.urandom(64 * 512))
+    exp = OpenExport(ExportSpec(1, 2, disk))
+    target = Target([exp], TMAC)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    set_timeout(ours, socket.SO_RCVTIMEO, 0.05)
+    fast = fastpath.FastPath(target, ours.fileno())
+    engine = fast.engine
+    stop = threading.Event()
+    read = p.build_ata_frame(TMAC, CLIENT, 1, 2, 1, cmd=0x24, lba=0, scnt=2)
+
+    def client() -> None:  # keeps the engine busy reading exports and mask lists
+        theirs.setblocking(False)
+        while not stop.is_set():
+            try:
+                theirs.send(read)
+                while theirs.recv(8192):
+                    pass
+            except (BlockingIOError, ConnectionRefusedError):
+                pass
+
+    results: list[int] = []
+
+    def serve() -> None:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            results.append(engine.run(0.2)[0])
+
+    threads = [threading.Thread(target=client), threading.Thread(target=serve)]
+    for t in threads:
+        t.start()
+    refused = 0
+    try:
+        while threads[1].is_alive():
+            for call in (lambda: engine.set_exports([(1, 2, exp.fd, 0, 64, False, True)]),
+                         lambda: engine.set_access(0, b"", False), engine.take_counters):  # fmt: skip
+                try:
+                    call()
+                except RuntimeError as e:
+                    assert "running" in str(e)
+                    refused += 1
+    finally:
+        threads[1].join(5)
+        stop.set()
+        threads[0].join(5)
+        ours.close()
+        theirs.close()
+        target.close()
+    assert results and refused > 0
+    # Between runs, reconfiguring works.
+    engine.set_access(0, b"", False)

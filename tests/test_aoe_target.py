@@ -477,6 +477,30 @@ def test_broadcast_dst_accepted_other_unicast_ignored(target: Target) -> None:
     assert target.handle(ata(0xEC, 0, 1, dst=bytes.fromhex("020000000103"))) == []
 
 
+@pytest.mark.parametrize("src", ["ffffffffffff", "01005e000001", "333300000001", "030000000001"])
+def test_group_source_dropped(target: Target, disk: Path, src: str) -> None:
+    # A reply would carry sector data to every station of the group: the target would be a reflector.
+    before = disk.read_bytes()
+    group = bytes.fromhex(src)
+    for frame in (ata(0x24, 0, 1, src=group), ata(0x34, 0, 1, b"\1" * 512, src=group), ata(0xEC, 0, 1, src=group),
+                  hdr(1, src=group) + bytes(8), hdr(3, src=group) + bytes(2)):  # fmt: skip
+        assert target.handle(frame) == []
+        assert target.handle(b"\xff" * 6 + frame[6:]) == []  # to broadcast as well
+    assert disk.read_bytes() == before
+    assert target.group_sources == 10 and target.exports[0].frames == 0
+
+
+def test_broadcast_read_answered_once_per_export_and_counted(disk: Path, tmp_path: Path) -> None:
+    other = make_file(tmp_path / "other.img", seed=1)
+    with OpenExport(ExportSpec(1, 2, disk)) as a, OpenExport(ExportSpec(1, 3, other)) as b:
+        target = Target([a, b], TMAC)
+        replies = target.handle(ata(0x24, 0, 1, dst=b"\xff" * 6, shelf=0xFFFF, slot=0xFF))
+        assert sorted(r[36:548] for r in replies) == sorted([sectors_of(disk, 0, 1), sectors_of(other, 0, 1)])
+        one(target, ata(0x24, 0, 1))
+        assert (a.broadcast, b.broadcast) == (1, 1)
+        assert "broadcast=1" in a.format_counters()
+
+
 def test_response_flag_ignored(target: Target) -> None:
     assert target.handle(ata(0xEC, 0, 1, verfl=0x18)) == []
     assert target.handle(ata(0xEC, 0, 1, verfl=0x1C)) == []
@@ -564,11 +588,11 @@ def test_counters(target: Target) -> None:
     one(target, ata(0x24, SECTORS, 1))
     one(target, ata(0xC8))
     assert target.counters() == {
-        "e1.2": {"frames": 5, "bytes_read": 1536, "bytes_written": 1024, "errors": 2, "denied": 0}
+        "e1.2": {"frames": 5, "bytes_read": 1536, "bytes_written": 1024, "errors": 2, "denied": 0, "broadcast": 0}
     }
     assert (
         target.exports[0].format_counters()
-        == "e1.2: frames=5 bytes_read=1536 bytes_written=1024 errors=2 denied=0"
+        == "e1.2: frames=5 bytes_read=1536 bytes_written=1024 errors=2 denied=0 broadcast=0"
     )
 
 

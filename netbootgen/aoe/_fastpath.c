@@ -5,9 +5,21 @@
  * authority. The engine answers only the common case, an ATA READ/WRITE SECTORS (EXT) request addressed to
  * this target's MAC and to one export (exact shelf.slot), from an allowed initiator, while the export has no
  * reservation. Every other frame (config, mask, reserve, IDENTIFY, broadcasts, errors of the AoE layer, runt
- * frames, other ethertypes) is handed back to Python unchanged, in arrival order within a batch, and Python's
- * Target.feed answers it. Python pushes the per-export access rules (allowed MACs, reservation) back into the
- * engine whenever they change.
+ * frames, other ethertypes) is handed back to Python unchanged and Python's Target.feed answers it. Python
+ * pushes the per-export access rules (allowed MACs, reservation) back into the engine whenever they change.
+ *
+ * Arrival order is kept: run() stops at the first frame of a batch it hands back, and the next run() call goes
+ * on with the rest of that batch, so a control frame (mask list edit, reservation) always takes effect for the
+ * requests behind it, exactly as when Python answers everything.
+ *
+ * Frames that are not ours are dropped before anything else: from a group (multicast) source MAC (a reply
+ * would go to every station), and on AF_PACKET those the kernel marks PACKET_OTHERHOST or PACKET_OUTGOING
+ * (a frame that arrived 802.1Q/802.1ad-tagged for a VLAN without a device here is delivered with the tag
+ * stripped and marked PACKET_OTHERHOST), that carry a VLAN tag (PACKET_AUXDATA), or that came in on another
+ * interface than the one the engine serves.
+ *
+ * While run() is active (the GIL released), the exports and mask lists must not change: set_exports,
+ * set_access, take_counters and a second run() raise RuntimeError then.
  *
  * Requests are read in batches: recvmmsg() takes everything queued (waiting up to the socket's SO_RCVTIMEO for
  * the first frame). Each reply goes out as soon as it is built, like vblade's: sending a batch's replies together
@@ -19,6 +31,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <linux/if_packet.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -31,6 +44,7 @@
 #define MAX_FRAME (1 << 17)         /* larger than any legal AoE frame (36 + 255 * 512) */
 #define MAX_REPLY (36 + 255 * 512)
 #define MIN_FRAME 60
+#define CTRL_SPACE CMSG_SPACE(sizeof(struct tpacket_auxdata))
 
 typedef struct {
     unsigned shelf, slot;
@@ -54,12 +68,26 @@ typedef struct {
     socklen_t peerlen; /* 0: connected/bound socket, send() without an address */
     export_t *exports;
     Py_ssize_t nexports;
+    int ifindex; /* AF_PACKET: the interface served (0: any) */
     unsigned char *rx, *tx;
     struct mmsghdr rmsg[BATCH];
     struct iovec riov[BATCH], siov;
+    struct sockaddr_storage rname[BATCH];
+    unsigned char rctrl[BATCH][CTRL_SPACE];
     struct msghdr smsg;
-    unsigned long long replies, dropped, peer_lost, handed_over;
+    int got, pos; /* frames of the current batch, the next one to look at */
+    int running;  /* run() is active with the GIL released */
+    unsigned long long replies, dropped, peer_lost, handed_over, group_sources, foreign;
 } Engine;
+
+static int refuse_while_running(Engine *self)
+{
+    if (self->running) {
+        PyErr_SetString(PyExc_RuntimeError, "the engine is running (reconfigure it between run() calls)");
+        return -1;
+    }
+    return 0;
+}
 
 static void engine_free_exports(Engine *self)
 {
@@ -80,12 +108,14 @@ static void Engine_dealloc(Engine *self)
 
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "mac", "max_scnt", "peer", NULL};
-    int fd;
+    static char *kwlist[] = {"fd", "mac", "max_scnt", "peer", "ifindex", NULL};
+    int fd, ifindex = 0;
     Py_buffer mac;
     unsigned max_scnt;
     PyObject *peer = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iy*I|O", kwlist, &fd, &mac, &max_scnt, &peer))
+    if (refuse_while_running(self) < 0)
+        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iy*I|Oi", kwlist, &fd, &mac, &max_scnt, &peer, &ifindex))
         return -1;
     if (mac.len != 6 || max_scnt > 255) {
         PyBuffer_Release(&mac);
@@ -95,6 +125,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwds)
     memcpy(self->mac, mac.buf, 6);
     PyBuffer_Release(&mac);
     self->fd = fd;
+    self->ifindex = ifindex;
+    self->got = self->pos = 0;
     self->max_scnt = max_scnt;
     self->peerlen = 0;
     if (peer != Py_None) {
@@ -142,6 +174,8 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwds)
 /* set_exports([(shelf, slot, fd, base_bytes, sectors, readonly, fast), ...]) */
 static PyObject *Engine_set_exports(Engine *self, PyObject *arg)
 {
+    if (refuse_while_running(self) < 0)
+        return NULL;
     PyObject *seq = PySequence_Fast(arg, "set_exports expects a sequence of tuples");
     if (seq == NULL)
         return NULL;
@@ -176,6 +210,8 @@ static PyObject *Engine_set_access(Engine *self, PyObject *args)
     Py_ssize_t index;
     Py_buffer masks;
     int reserved;
+    if (refuse_while_running(self) < 0)
+        return NULL;
     if (!PyArg_ParseTuple(args, "ny*p", &index, &masks, &reserved))
         return NULL;
     if (index < 0 || index >= self->nexports || masks.len % 6) {
@@ -204,6 +240,8 @@ static PyObject *Engine_set_access(Engine *self, PyObject *args)
 /* take_counters() -> [(frames, bytes_read, bytes_written, errors), ...] since the last call */
 static PyObject *Engine_take_counters(Engine *self, PyObject *unused)
 {
+    if (refuse_while_running(self) < 0)
+        return NULL;
     PyObject *list = PyList_New(self->nexports);
     if (list == NULL)
         return NULL;
@@ -220,11 +258,19 @@ static PyObject *Engine_take_counters(Engine *self, PyObject *unused)
     return list;
 }
 
-/* stats() -> dict: replies sent, replies dropped, sends that found no peer, frames handed to Python */
+/* stats() -> dict: replies sent, replies dropped, sends that found no peer, frames handed to Python, frames
+ * dropped for a group source MAC, frames dropped as not ours (other host, outgoing, tagged, other interface) */
 static PyObject *Engine_stats(Engine *self, PyObject *unused)
 {
-    return Py_BuildValue("{sKsKsKsK}", "replies", self->replies, "dropped", self->dropped, "peer_lost",
-                         self->peer_lost, "handed_over", self->handed_over);
+    return Py_BuildValue("{sKsKsKsKsKsK}", "replies", self->replies, "dropped", self->dropped, "peer_lost",
+                         self->peer_lost, "handed_over", self->handed_over, "group_sources", self->group_sources,
+                         "foreign", self->foreign);
+}
+
+/* pending() -> frames of the last batch not looked at yet (the next run() starts with them) */
+static PyObject *Engine_pending(Engine *self, PyObject *unused)
+{
+    return PyLong_FromLong(self->got - self->pos);
 }
 
 static inline int mac_listed(const export_t *e, const unsigned char *mac)
@@ -245,6 +291,10 @@ static Py_ssize_t answer(Engine *self, const unsigned char *f, size_t n, unsigne
         return -1;
     if (memcmp(f, self->mac, 6) != 0)
         return -1;
+    if (f[6] & 1) { /* group source: Target.feed drops it too */
+        self->group_sources++;
+        return 0;
+    }
     unsigned acmd = f[27];
     if (acmd != 0x20 && acmd != 0x24 && acmd != 0x30 && acmd != 0x34)
         return -1;
@@ -332,6 +382,28 @@ static void send_reply(Engine *self, size_t length)
     }
 }
 
+/* An AF_PACKET frame that is not ours: see the comment at the top. Other sockets: never. */
+static int is_foreign(const Engine *self, const struct msghdr *h)
+{
+    const struct sockaddr_ll *sll = (const struct sockaddr_ll *)h->msg_name;
+    if (h->msg_namelen < offsetof(struct sockaddr_ll, sll_addr) || sll->sll_family != AF_PACKET)
+        return 0;
+    if (sll->sll_pkttype == PACKET_OTHERHOST || sll->sll_pkttype == PACKET_OUTGOING)
+        return 1;
+    if (self->ifindex && sll->sll_ifindex != self->ifindex)
+        return 1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)h); c != NULL; c = CMSG_NXTHDR((struct msghdr *)h, c)) {
+        if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct tpacket_auxdata))) {
+            struct tpacket_auxdata aux;
+            memcpy(&aux, CMSG_DATA(c), sizeof(aux));
+            if ((aux.tp_status & TP_STATUS_VLAN_VALID) && (aux.tp_vlan_tci & 0x0FFF))
+                return 1;
+        }
+    }
+    return 0;
+}
+
 static double monotonic(void)
 {
     struct timespec ts;
@@ -341,8 +413,8 @@ static double monotonic(void)
 
 /*
  * run(slice_seconds) -> (state, [frames for Python])
- * state 0: the socket is drained (the linger of SO_RCVTIMEO passed without a frame); 1: frames for Python
- * (call again after answering them); 2: the time slice is over.
+ * state 0: the socket is drained (the linger of SO_RCVTIMEO passed without a frame); 1: one frame for Python
+ * (answer it, then call again: the rest of its batch comes next, see pending()); 2: the time slice is over.
  */
 static PyObject *Engine_run(Engine *self, PyObject *args)
 {
@@ -353,30 +425,50 @@ static PyObject *Engine_run(Engine *self, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
         return NULL;
     }
-    int pending[BATCH];
-    int npending = 0, state = 0;
+    if (refuse_while_running(self) < 0)
+        return NULL;
+    int handed = -1, state = 0;
+    self->running = 1;
     Py_BEGIN_ALLOW_THREADS
     double deadline = monotonic() + slice;
     int flags = MSG_DONTWAIT;
     for (;;) {
-        for (int i = 0; i < BATCH; i++)
-            self->rmsg[i].msg_hdr.msg_flags = 0;
-        int got = recvmmsg(self->fd, self->rmsg, BATCH, flags, NULL);
-        if (got <= 0) {
-            state = 0; /* EAGAIN (drained or linger over), EINTR (let Python run its signal handlers) */
-            break;
+        if (self->pos >= self->got) {
+            for (int i = 0; i < BATCH; i++) {
+                struct msghdr *h = &self->rmsg[i].msg_hdr;
+                h->msg_flags = 0;
+                h->msg_name = &self->rname[i];
+                h->msg_namelen = sizeof(self->rname[i]);
+                h->msg_control = self->rctrl[i];
+                h->msg_controllen = CTRL_SPACE;
+            }
+            int got = recvmmsg(self->fd, self->rmsg, BATCH, flags, NULL);
+            self->got = got > 0 ? got : 0;
+            self->pos = 0;
+            if (got <= 0) {
+                state = 0; /* EAGAIN (drained or linger over), EINTR (let Python run its signal handlers) */
+                break;
+            }
         }
-        for (int i = 0; i < got; i++) {
+        while (self->pos < self->got) {
+            int i = self->pos++;
+            struct msghdr *h = &self->rmsg[i].msg_hdr;
+            if (is_foreign(self, h)) {
+                self->foreign++;
+                continue;
+            }
             size_t len = self->rmsg[i].msg_len;
-            if (self->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC)
+            if (h->msg_flags & MSG_TRUNC)
                 len = MAX_FRAME;
             Py_ssize_t r = answer(self, self->rx + (size_t)i * MAX_FRAME, len, self->tx);
             if (r > 0)
                 send_reply(self, (size_t)r);
-            else if (r < 0)
-                pending[npending++] = i;
+            else if (r < 0) {
+                handed = i;
+                break;
+            }
         }
-        if (npending) {
+        if (handed >= 0) {
             state = 1;
             break;
         }
@@ -387,22 +479,22 @@ static PyObject *Engine_run(Engine *self, PyObject *args)
         flags = MSG_WAITFORONE; /* block (up to SO_RCVTIMEO) for the first frame, then take what is queued */
     }
     Py_END_ALLOW_THREADS
-    PyObject *list = PyList_New(npending);
+    self->running = 0;
+    PyObject *list = PyList_New(handed >= 0 ? 1 : 0);
     if (list == NULL)
         return NULL;
-    for (int k = 0; k < npending; k++) {
-        int i = pending[k];
-        size_t len = self->rmsg[i].msg_len;
+    if (handed >= 0) {
+        size_t len = self->rmsg[handed].msg_len;
         if (len > MAX_FRAME)
             len = MAX_FRAME;
-        PyObject *b = PyBytes_FromStringAndSize((const char *)self->rx + (size_t)i * MAX_FRAME, (Py_ssize_t)len);
+        PyObject *b = PyBytes_FromStringAndSize((const char *)self->rx + (size_t)handed * MAX_FRAME, (Py_ssize_t)len);
         if (b == NULL) {
             Py_DECREF(list);
             return NULL;
         }
-        PyList_SET_ITEM(list, k, b);
+        PyList_SET_ITEM(list, 0, b);
+        self->handed_over++;
     }
-    self->handed_over += (unsigned long long)npending;
     return Py_BuildValue("(iN)", state, list);
 }
 
@@ -415,6 +507,8 @@ static PyObject *Engine_answer_frame(Engine *self, PyObject *arg)
         PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
         return NULL;
     }
+    if (refuse_while_running(self) < 0)
+        return NULL;
     if (PyObject_GetBuffer(arg, &f, PyBUF_SIMPLE) < 0)
         return NULL;
     Py_ssize_t r = answer(self, f.buf, (size_t)f.len, self->tx);
@@ -431,7 +525,8 @@ static PyMethodDef Engine_methods[] = {
      "readonly, fast)."},
     {"set_access", (PyCFunction)Engine_set_access, METH_VARARGS, "Set an export's allowed MACs and reservation."},
     {"take_counters", (PyCFunction)Engine_take_counters, METH_NOARGS, "Per-export counters since the last call."},
-    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Send statistics."},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Send and drop statistics."},
+    {"pending", (PyCFunction)Engine_pending, METH_NOARGS, "Frames of the last batch the next run() starts with."},
     {"run", (PyCFunction)Engine_run, METH_VARARGS, "Serve for up to a time slice; returns (state, frames)."},
     {"answer_frame", (PyCFunction)Engine_answer_frame, METH_O, "Answer one frame without sockets (tests)."},
     {NULL, NULL, 0, NULL},

@@ -35,8 +35,13 @@ log = logging.getLogger("netbootgen.aoe")
 SEND_TIMEOUT = 1.0  # seconds a send may block on a full peer before the frame is dropped
 DRAIN_BUFFER = 4 << 20  # datagram transports read up to this much before answering
 SIOCGIFMTU = 0x8921
+SIOCGIFINDEX = 0x8933
 SOL_PACKET = 263
+PACKET_AUXDATA = 8
 PACKET_IGNORE_OUTGOING = 23
+PACKET_OTHERHOST, PACKET_OUTGOING = 3, 4
+TP_STATUS_VLAN_VALID = 1 << 4
+AUXDATA = struct.Struct("IIIHHHH")  # struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
 
 
 class _DatagramTransport(Transport):
@@ -58,12 +63,16 @@ class _DatagramTransport(Transport):
         """Where the C engine sends replies (None: the bound socket's own destination)."""
         return None
 
+    def _ifindex(self) -> int:
+        """The interface the C engine serves (0: any; frames from other interfaces are dropped)."""
+        return 0
+
     def register(self, sel: selectors.BaseSelector, target: Target) -> None:
         assert self.sock is not None, "transport not open"
         self._feed = target.feed
         self.hot_path = fastpath.resolve(self.requested_hot_path, datagram=True)
         if self.hot_path == "c":
-            self._fast = fastpath.FastPath(target, self.sock.fileno(), self._peer_path())
+            self._fast = fastpath.FastPath(target, self.sock.fileno(), self._peer_path(), self._ifindex())
         sel.register(self.sock, selectors.EVENT_READ, self._on_readable)
 
     def stats(self) -> str:
@@ -83,8 +92,9 @@ class _DatagramTransport(Transport):
             self.peer_seen = True
 
     def _serve_fast(self) -> None:
-        # The C engine answers READ/WRITE; everything else comes back here, in arrival order, and is answered
-        # by Target.feed, after which the access rules (mask list, reservations) are re-synced.
+        # The C engine answers READ/WRITE; everything else comes back here, one frame at a time in arrival
+        # order, and is answered by Target.feed, after which the access rules (mask list, reservations) are
+        # re-synced before the engine goes on with the rest of its batch.
         fast, feed, send = self._fast, self._feed, self._send
         assert fast is not None
         deadline = time.monotonic() + RECV_SLICE
@@ -95,8 +105,10 @@ class _DatagramTransport(Transport):
                     if feed(frame, send) and not self.peer_seen:
                         self.peer_seen = True
                 fast.sync_access()
-            if state != fastpath.HANDED_OVER or time.monotonic() > deadline:
+            if state != fastpath.HANDED_OVER:
                 break
+            if time.monotonic() > deadline and not fast.pending():
+                break  # (frames already received are never left behind: no readable event would fetch them)
         self._absorb()
 
     def _on_readable(self, mask: int) -> None:
@@ -231,7 +243,13 @@ class UnixDgramTransport(_DatagramTransport):
 
 
 class InterfaceTransport(_DatagramTransport):
-    """AF_PACKET socket bound to one interface and the AoE ethertype; announces only once."""
+    """AF_PACKET socket bound to one interface and the AoE ethertype; announces only once.
+
+    Only frames for this host on this interface, untagged, are served: the kernel delivers to a socket bound
+    to the AoE ethertype also frames that arrived 802.1Q/802.1ad-tagged for a VLAN without a device here (tag
+    stripped, marked PACKET_OTHERHOST), frames to other unicast MACs (PACKET_OTHERHOST), and frames of a VLAN
+    device on top of the interface. Those are dropped and counted (`foreign`), on both hot paths.
+    """
 
     drain_first = False
 
@@ -239,6 +257,8 @@ class InterfaceTransport(_DatagramTransport):
         super().__init__(hot_path)
         self.address = address
         self._announced = False
+        self._index = 0
+        self.foreign = 0  # frames dropped as not ours (Python path; the C engine counts its own)
 
     def __str__(self) -> str:
         return str(self.address)
@@ -253,11 +273,60 @@ class InterfaceTransport(_DatagramTransport):
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             except OSError:
                 pass
+            sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             sock.bind((self.address.name, p.ETH_P_AOE))
+            ifreq = fcntl.ioctl(sock.fileno(), SIOCGIFINDEX, struct.pack("16si12x", self.address.name.encode(), 0))
+            self._index = int(struct.unpack_from("i", ifreq, 16)[0])
         except BaseException:
             sock.close()
             raise
         self.sock = sock
+
+    def _ifindex(self) -> int:
+        return self._index
+
+    def _is_foreign(self, address: tuple[object, ...], ancdata: list[tuple[int, int, bytes]]) -> bool:
+        """Not ours: another host's, our own outgoing, from another interface, or VLAN-tagged."""
+        ifname, _proto, pkttype = address[:3]
+        if pkttype in (PACKET_OTHERHOST, PACKET_OUTGOING) or ifname != self.address.name:
+            return True
+        for level, kind, data in ancdata:
+            if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= AUXDATA.size:
+                status, *_, tci, _tpid = AUXDATA.unpack_from(data)
+                if status & TP_STATUS_VLAN_VALID and tci & 0x0FFF:
+                    return True
+        return False
+
+    def _answer_each(self) -> None:
+        # As the shared loop, with recvmsg to see the packet type, the interface and the VLAN tag.
+        assert self.sock is not None
+        recvmsg_into = self.sock.recvmsg_into
+        feed, send = self._feed, self._send
+        frame = self._mv[:MAX_FRAME]
+        ancsize = socket.CMSG_SPACE(AUXDATA.size)
+        flags: int = socket.MSG_DONTWAIT
+        deadline = time.monotonic() + RECV_SLICE
+        count = 0
+        while True:
+            try:
+                n, ancdata, _msg_flags, address = recvmsg_into([frame], ancsize, flags)
+            except (BlockingIOError, TimeoutError):
+                return
+            except OSError as e:
+                log.debug("receive error: %s", e)
+                return
+            if self._is_foreign(address, ancdata):
+                self.foreign += 1
+            elif feed(frame[:n], send) and not self.peer_seen:
+                self.peer_seen = True
+            flags = 0
+            count += 1
+            if not count & 63 and time.monotonic() > deadline:
+                return
+
+    def stats(self) -> str:
+        foreign = self.foreign + (self._fast.stats()["foreign"] if self._fast is not None else 0)
+        return super().stats() + f" foreign={foreign}"
 
     def hardware_mac(self) -> bytes | None:
         assert self.sock is not None

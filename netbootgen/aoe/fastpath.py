@@ -2,9 +2,11 @@
 
 The C engine answers ATA READ/WRITE requests on a datagram socket (AF_PACKET or unix datagram), reading them
 in batches (`recvmmsg`) and sending each reply as soon as it is built, with the same reply bytes as
-`Target.feed`. Every other frame comes back to Python, which answers it with `Target.feed` and then pushes the
+`Target.feed`. Every other frame comes back to Python, one at a time and in arrival order (the engine goes on
+with the rest of its batch only on the next `run`), which answers it with `Target.feed` and then pushes the
 (possibly changed) MAC mask lists and reservations back into the engine. The `Target` stays the only owner of
-protocol state and counters.
+protocol state and counters. The engine refuses (RuntimeError) to be reconfigured while a `run` is active in
+another thread.
 
 The extension is optional (it needs a C compiler at install time); `AVAILABLE` says whether it was built.
 """
@@ -45,11 +47,13 @@ def resolve(hot_path: str, datagram: bool) -> str:
 class FastPath:
     """One C engine bound to a socket, answering for `target`'s exports."""
 
-    def __init__(self, target: Target, fd: int, peer: str | None = None) -> None:
+    def __init__(self, target: Target, fd: int, peer: str | None = None, ifindex: int = 0) -> None:
+        """`peer`: where replies go on an unbound unix datagram socket; `ifindex`: on AF_PACKET, the interface
+        served (frames the kernel delivers from another one, e.g. a VLAN device on top of it, are dropped)."""
         if _fastpath is None:
             raise RuntimeError("netbootgen.aoe._fastpath is not built")
         self.target = target
-        self.engine: Any = _fastpath.Engine(fd, target.mac, target.max_scnt, peer)
+        self.engine: Any = _fastpath.Engine(fd, target.mac, target.max_scnt, peer, ifindex)
         self.engine.set_exports(
             [(e.shelf, e.slot, e.fd, e.base, e.sectors, e.readonly, e.plain) for e in target.exports]
         )
@@ -62,11 +66,16 @@ class FastPath:
             self.engine.set_access(i, b"".join(exp.masks), bool(exp.reservations))
 
     def run(self, seconds: float) -> tuple[int, list[bytes]]:
-        """Serve for up to `seconds`; returns (state, frames that Python must answer)."""
+        """Serve for up to `seconds`; returns (state, frames that Python must answer before the next run)."""
         state: int
         frames: list[bytes]
         state, frames = self.engine.run(seconds)
         return state, frames
+
+    def pending(self) -> int:
+        """Frames already received that the next `run` looks at first (the rest of a batch)."""
+        n: int = self.engine.pending()
+        return n
 
     def answer(self, frame: bytes | bytearray | memoryview) -> Any:
         """The engine's reply to one frame: bytes, None (no reply) or NotImplemented (Python answers)."""
@@ -85,6 +94,7 @@ class FastPath:
             total += frames
         self.target.requests += total
         now = self.engine.stats()
+        self.target.group_sources += now["group_sources"] - self._stats["group_sources"]
         delta = {k: now[k] - self._stats[k] for k in now}
         self._stats = now
         return delta

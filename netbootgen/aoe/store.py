@@ -200,6 +200,7 @@ class OpenExport:
         self.bytes_written = 0
         self.errors = 0
         self.denied = 0  # frames from initiators not on the allow-list (ignored)
+        self.broadcast = 0  # ATA requests sent to the broadcast address (answered, as by vblade)
 
     def __repr__(self) -> str:
         cow = f", cow={os.fspath(self.spec.cow)}" if self.spec.cow is not None else ""
@@ -287,6 +288,7 @@ class OpenExport:
             "bytes_written": self.bytes_written,
             "errors": self.errors,
             "denied": self.denied,
+            "broadcast": self.broadcast,
         }
 
     def format_counters(self) -> str:

@@ -86,6 +86,7 @@ class Target:
             for exp in self.exports
         }
         self.requests = 0  # requests accepted for any export
+        self.group_sources = 0  # frames dropped because their source MAC is a group (multicast) address
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -122,6 +123,10 @@ class Target:
         if etype != 0x88A2 or verfl & 0x08:
             return 0
         if dst != self.mac and dst != p.BROADCAST_MAC:
+            return 0
+        if src[0] & 1:
+            # The I/G bit: a reply would go to every station of the group (a reflector). Never a sender.
+            self.group_sources += 1
             return 0
         exp = self._by_addr.get((major << 8) | minor)
         if exp is not None:
@@ -175,6 +180,8 @@ class Target:
         if n < 36:
             return 0
         _aflags, _feature, scnt, acmd, lba_lo, lba_hi = _ATA.unpack_from(f, 24)
+        if f[0] & 1:
+            exp.broadcast += 1  # answered once per export, as vblade does; counted
         if exp.reservations and acmd != 0xEC and src not in exp.reservations:
             return self._error(exp, f, 36, src, p.AoeError.TARGET_RESERVED, send)
         out = self._out

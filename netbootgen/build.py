@@ -14,7 +14,7 @@ from netbootgen.kernel.check import ProfileReport, check_inventory, require_boot
 from netbootgen.kernel.fetch import KernelTree, profile_kernel
 from netbootgen.modules.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
 from netbootgen.output import WriteReport, write_tree
-from netbootgen.pxe.tftp import install_boot_files, install_pxelinux
+from netbootgen.pxe.tftp import install_boot_files, install_grub, install_pxelinux
 from netbootgen.render import FileTree
 
 Progress = Callable[[str], None]
@@ -60,6 +60,7 @@ def build(
     written = write_tree(out, files)
     tftp = out / "tftp"
     install_pxelinux(tftp)
+    install_grub(tftp)
     flavour = "systemd" if systemd else "shell-only"
     built: dict[str, BuiltProfile] = {}
     for name in names:

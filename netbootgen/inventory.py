@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from netbootgen.checker import Checker, known, part, show
+from netbootgen.dhcp_table import check_dhcp, parse_dhcp, parse_machine_dhcp
 from netbootgen.errors import InventoryError
 from netbootgen.kconfig import FS_SYMBOLS, NIC_DRIVERS, SYMBOL_RE
 from netbootgen.model import Export, Inventory, Machine, Profile, Server
@@ -283,9 +284,11 @@ def _macs(c: _Checker, raw: dict[str, Any], key: str) -> tuple[str, ...]:
 
 def _machine(c: _Checker, name: str, raw: dict[str, Any], defaults: _Defaults) -> Machine:
     key = f"machines.{part(name)}"
-    allowed = {"macs", "export", "profile", "serial_console", "kernel_args", "mtu", "aoe_interfaces", "fstype"}
+    allowed = {"macs", "export", "profile", "serial_console", "kernel_args", "mtu", "aoe_interfaces", "fstype",
+               "ip", "hostname"}
     c.keys(raw, key, allowed, {"macs", "export"})
     macs = _macs(c, raw, key)
+    ip, hostname = parse_machine_dhcp(c, raw, key)
     serial = _serial(c, raw, key) if "serial_console" in raw else defaults.serial_console
     if "kernel_args" in raw:
         args = c.strlist(raw, "kernel_args", key)
@@ -320,6 +323,8 @@ def _machine(c: _Checker, name: str, raw: dict[str, Any], defaults: _Defaults) -
         mtu=c.int_(raw, "mtu", key, None, MTU_MIN, MTU_MAX),
         aoe_interfaces=tuple(ifaces),
         fstype=fstype,
+        ip=ip,
+        hostname=hostname,
     )
 
 
@@ -393,7 +398,7 @@ def _kconfig_checks(c: _Checker, inv: Inventory) -> None:
 
 def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
     c = _Checker()
-    c.keys(data, None, {"defaults", *SECTIONS})
+    c.keys(data, None, {"defaults", "dhcp", *SECTIONS})
     defaults = _defaults(c, c.table(data.get("defaults"), "defaults"))
     sections: dict[str, dict[str, dict[str, Any]]] = {}
     for section in SECTIONS:
@@ -412,7 +417,9 @@ def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
         servers={n: _server(c, n, r) for n, r in sorted(sections["servers"].items())},
         exports={n: _export(c, n, r) for n, r in sorted(sections["exports"].items())},
         machines={n: _machine(c, n, r, defaults) for n, r in sorted(sections["machines"].items())},
+        dhcp=parse_dhcp(c, data.get("dhcp")),
     )
+    check_dhcp(c, inv.dhcp, inv.machines)
     _cross_checks(c, inv, defaults)
     _kconfig_checks(c, inv)
     if c.problems:

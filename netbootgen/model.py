@@ -63,6 +63,21 @@ class Machine:
     mtu: int | None = None
     aoe_interfaces: tuple[str, ...] = ()
     fstype: str = "ext4"
+    ip: str | None = None  # a fixed IPv4 address from the DHCP server ([dhcp] mode = "server")
+    hostname: str | None = None  # the host name the DHCP server gives it
+
+
+@dataclass(frozen=True)
+class Dhcp:
+    """The [dhcp] table: how the rendered dnsmasq configuration answers netboot clients."""
+
+    mode: str = "server"  # "server": addresses and boot files; "proxy": boot files only (proxy-DHCP)
+    interface: str | None = None  # None: every interface
+    subnet: str | None = None  # "192.0.2.0/24"; required
+    range: tuple[str, str] | None = None  # dynamic addresses (server mode); None: fixed addresses only
+    router: str | None = None
+    tftp_root: str = "/srv/tftp"
+    unknown: str = "ignore"  # MACs without a dhcp-host: "ignore" (no boot file) or "local-boot"
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,7 @@ class Inventory:
     servers: dict[str, Server] = field(default_factory=dict)
     exports: dict[str, Export] = field(default_factory=dict)
     machines: dict[str, Machine] = field(default_factory=dict)
+    dhcp: Dhcp | None = None  # no [dhcp] table: no dnsmasq configuration is rendered
 
     def machine(self, name: str | None) -> Machine:
         """The machine named `name`; the first by name when `name` is None."""

@@ -34,7 +34,8 @@ RANKS: list[tuple[str, int]] = [
     # renderer and the one writer
     ("netbootgen.output", 42), ("netbootgen.render", 40),
     # inventory: derived facts over the loader over the model
-    ("netbootgen.fleet", 33), ("netbootgen.inventory", 32), ("netbootgen.model", 31), ("netbootgen.checker", 30),
+    ("netbootgen.fleet", 34), ("netbootgen.inventory", 33), ("netbootgen.dhcp_table", 32), ("netbootgen.model", 31),
+    ("netbootgen.checker", 30),
     # base
     ("netbootgen.errors", 10), ("netbootgen.run", 15), ("netbootgen.cache", 10), ("netbootgen.kconfig", 10),
     ("netbootgen.kernel.modinfo", 12), ("netbootgen.modules.cpio", 12),

@@ -367,7 +367,7 @@ def test_tftp_modes(fleet: Inventory, tmp_path: Path) -> None:
     write_tree(out, render_inventory(fleet))
     tftp = out / "tftp"
     paths = [tftp, *tftp.rglob("*")]
-    assert len(paths) == 7  # tftp/, pxelinux.cfg/ and five files
+    assert len(paths) == 13  # tftp/, pxelinux.cfg/ and five files, grub/ and five GRUB files
     for p in paths:
         mode = stat.S_IMODE(p.lstat().st_mode)
         assert mode == (0o755 if p.is_dir() else 0o644), f"{p}: {mode:o}"

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from netbootgen.inventory import load_inventory, normalize_mac
-from netbootgen.pxe.lookup import config_candidates, find_config, ip_hex
+from netbootgen.pxe.grub import GRUB_DIR, GrubMenu, grub_menus
+from netbootgen.pxe.lookup import config_candidates, find_config, grub_candidates, ip_hex
 from netbootgen.pxe.menu import PXE_DIR, Menu, pxe_menus
 
 
@@ -58,9 +59,26 @@ def describe(name: str, menu: Menu, tried: list[str]) -> list[str]:
     return lines
 
 
+def describe_grub(name: str, menu: GrubMenu, tried: list[str]) -> list[str]:
+    """The lines `pxe which --uefi` prints for the client that fetches grub/`name`."""
+    who = f"machine {menu.machine}" if menu.machine else "no machine: the fallback"
+    lines = [f"file:   {GRUB_DIR}/{name} ({who})"]
+    if tried:
+        lines.append("        after trying " + ", ".join(tried) + " (not rendered)")
+    e = menu.default
+    wait = f"after {menu.timeout} s at the menu" if menu.timeout else "at once"
+    lines.append(f"entry:  {e.id} (the default entry, booted {wait}): {e.title}")
+    lines += [f"        {c}" for c in e.commands]
+    others = [x.id for x in menu.entries if x is not e]
+    if others:
+        lines.append("other entries: " + ", ".join(others))
+    return lines
+
+
 @click.group("pxe")
 def pxe_group() -> None:
-    """PXELINUX: which file and entry a client gets from the rendered pxelinux.cfg/."""
+    """PXELINUX and GRUB: which file and entry a client gets from the rendered pxelinux.cfg/ (BIOS) or grub/
+    (UEFI)."""
 
 
 @pxe_group.command("which")
@@ -70,9 +88,24 @@ def pxe_group() -> None:
               help="The client's IPv4 address (PXELINUX tries it in hex).")
 @click.option("--uuid", "client_uuid", callback=_uuid,
               help="The client's SMBIOS UUID (PXELINUX tries it first).")
-def which(mac: str, inventory: Path | None, ip: str | None, client_uuid: str | None) -> None:
+@click.option("--uefi", is_flag=True,
+              help="A UEFI client: GRUB's lookup in grub/ (grub.cfg-01-MAC, grub.cfg-IP in hex, grub.cfg).")
+def which(mac: str, inventory: Path | None, ip: str | None, client_uuid: str | None, uefi: bool) -> None:
     """Print the file a client with MAC would fetch from the files INVENTORY renders, in PXELINUX's lookup
-    order (UUID, 01-MAC, IP in hex shortened digit by digit, default), and the entry it would boot."""
+    order (UUID, 01-MAC, IP in hex shortened digit by digit, default), and the entry it would boot. With
+    --uefi, the same for GRUB 2.06 (01-MAC, IP in hex shortened digit by digit, grub.cfg; no UUID)."""
+    if uefi:
+        if client_uuid is not None:
+            raise click.UsageError("--uuid: GRUB 2.06 does not look for a file named after the UUID; leave it "
+                                   "out with --uefi")
+        grubs = grub_menus(load_inventory(inventory))
+        found = grub_candidates(mac, ip)
+        gname = find_config(found, grubs)
+        if gname is None:  # pragma: no cover - grub.cfg is always rendered
+            raise click.ClickException(f"no file in {GRUB_DIR}/ matches {mac}")
+        tried = [f"{GRUB_DIR}/{c}" for c in found[: found.index(gname)]]
+        click.echo("\n".join(describe_grub(gname, grubs[gname], tried)))
+        return
     menus = pxe_menus(load_inventory(inventory))
     candidates = config_candidates(mac, ip, client_uuid)
     name = find_config(candidates, menus)

@@ -6,6 +6,9 @@ PXELINUX tries, in pxelinux.cfg/ and stopping at the first file the TFTP server 
   3. the IPv4 address in upper-case hex (C000025B), then shortened by one digit at a time (C000025 ... C);
   4. `default`.
 (DHCP options 209/210 can override the file and prefix; netbootgen's TFTP tree does not use them.)
+
+GRUB, for UEFI clients, tries in grub/ (netbootgen.pxe.grub): grub.cfg-01-MAC, grub.cfg-IP in hex shortened
+the same way, then grub.cfg (grub_candidates).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import uuid as uuidlib
 from collections.abc import Collection, Sequence
 
 from netbootgen.inventory import normalize_mac
+from netbootgen.pxe.grub import GRUB_CFG, grub_filename
 from netbootgen.pxe.menu import DEFAULT_FILE, pxe_filename
 
 
@@ -37,6 +41,20 @@ def config_candidates(mac: str, ip: str | None = None, uuid: str | None = None) 
         h = ip_hex(ip)
         names.extend(h[:n] for n in range(len(h), 0, -1))
     names.append(DEFAULT_FILE)
+    return names
+
+
+def grub_candidates(mac: str, ip: str | None = None) -> list[str]:
+    """The file names (within grub/) GRUB 2.06 tries for a UEFI client, in order: grub.cfg-01-MAC, grub.cfg-
+    and the IPv4 address in hex shortened digit by digit, grub.cfg. ValueError as for config_candidates."""
+    norm = normalize_mac(mac)
+    if norm is None:
+        raise ValueError(f"{mac!r} is not a MAC address")
+    names = [grub_filename(norm)]
+    if ip is not None:
+        h = ip_hex(ip)
+        names.extend(f"{GRUB_CFG}-{h[:n]}" for n in range(len(h), 0, -1))
+    names.append(GRUB_CFG)
     return names
 
 

@@ -8,16 +8,16 @@ PYTHON ?= python3
 VENV := .venv
 APT_PACKAGES := qemu-system-x86 qemu-utils dracut-core pxelinux syslinux-common ipxe-qemu busybox-static \
 	e2fsprogs vblade aoetools shellcheck systemd iproute2 kmod cpio gcc libc6-dev python3-dev \
-	dnsmasq-base grub-efi-amd64-bin ovmf chromium
+	dnsmasq-base grub-efi-amd64-bin ovmf chromium make pkg-config libkmod-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test deps venv kernel clean
+.PHONY: demo test deps venv kernel clean dracut-ng
 
 demo: deps venv kernel
 	$(VENV)/bin/netbootgen boot-test --via pxe --json demo-report.json
 
-test: deps venv kernel
+test: deps venv kernel dracut-ng
 	$(VENV)/bin/pytest -v -ra
 
 deps:
@@ -41,6 +41,11 @@ $(STAMP): pyproject.toml setup.py netbootgen/aoe/_fastpath.c
 kernel: venv
 	$(VENV)/bin/python -c "from netbootgen.kernel.fetch import fetch_kernel; from netbootgen.cache import cache_dir; \
 	t = fetch_kernel('auto', cache_dir()); print('kernel', t.version, 'in', t.root)"
+
+# dracut-ng 106 (Debian 13's dracut) from Debian's trixie source, built into the cache for --dracut ng
+dracut-ng: venv
+	$(VENV)/bin/python -c "from netbootgen.modules.dracut_ng import fetch_dracut_ng; from netbootgen.cache import cache_dir; \
+	d = fetch_dracut_ng(cache_dir()); print(d.version(), 'in', d.basedir)"
 
 clean:
 	rm -rf $(VENV) demo-report.json

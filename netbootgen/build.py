@@ -12,6 +12,7 @@ from netbootgen.generate import render_inventory
 from netbootgen.inventory import Inventory
 from netbootgen.kernel.check import ProfileReport, check_inventory, require_bootable
 from netbootgen.kernel.fetch import KernelTree, profile_kernel
+from netbootgen.modules.dracut_ng import DRACUT_NAMES
 from netbootgen.modules.initrd import InitrdResult, InitrdSpec, build_initrd, remove_stale
 from netbootgen.output import WriteReport, write_tree
 from netbootgen.pxe.tftp import install_boot_files, install_grub, install_pxelinux
@@ -44,10 +45,12 @@ def build(
     systemd: bool = True,
     profiles: Sequence[str] | None = None,
     progress: Progress = lambda msg: None,
+    dracut: str = "system",
 ) -> BuildResult:
     """Fetch each profile's kernel (all profiles, or those named) and check it can boot the profile's machines
     (netbootgen.kernel.check: KernelCheckFailed before anything is written), then render `inv` into `out`,
-    build each initrd and install it with the kernel into `out`/tftp beside PXELINUX."""
+    build each initrd (with the system's dracut, or dracut-ng: `dracut="ng"`) and install it with the kernel
+    into `out`/tftp beside PXELINUX."""
     names = profiles if profiles is not None else list(inv.profiles)
     kernels: dict[str, KernelTree] = {}
     for name in names:
@@ -65,10 +68,10 @@ def build(
     built: dict[str, BuiltProfile] = {}
     for name in names:
         p, kernel = inv.profiles[name], kernels[name]
-        progress(f"profile {name}: {flavour} initrd for {kernel.version} with dracut and 95aoe "
+        progress(f"profile {name}: {flavour} initrd for {kernel.version} with {DRACUT_NAMES[dracut]} and 95aoe "
                  "(cached when nothing changed) ...")
         spec = InitrdSpec.for_profile(kernel, files, p, systemd=systemd,
-                                      filesystems=tuple(fs_modules(inv, name)))
+                                      filesystems=tuple(fs_modules(inv, name)), dracut=dracut)
         if pci := checks[name].pci_nic_modules:  # NICs named by PCI id: drivers the kernel's aliases give
             spec = replace(spec, drivers=tuple(dict.fromkeys(spec.drivers + pci)))
         initrd = build_initrd(spec, cache)

@@ -112,18 +112,25 @@ def render(inventory: Path | None, out: Path, prune: bool) -> None:
         click.echo(f"stale (not needed any more; --prune removes it): {rel}", err=True)
 
 
+dracut_option = click.option(
+    "--dracut", type=click.Choice(["system", "ng"]), default="system", show_default=True,
+    help="Which dracut builds the initrd: the system's (Debian 12: 059), or ng: dracut-ng 106 (Debian 13's), "
+    "fetched from Debian's trixie sources and built into the cache on first use (needs gcc, libkmod-dev).")
+
+
 @main.command()
 @inventory_arg
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the rendered files and the TFTP tree (OUT/tftp).")
 @click.option("--initrd", "flavour", type=click.Choice(["systemd", "shell"]), default="systemd", show_default=True,
               help="systemd initrd, or dracut's shell-only initrd (--omit systemd).")
-def build(inventory: Path | None, out: Path, flavour: str) -> None:
+@dracut_option
+def build(inventory: Path | None, out: Path, flavour: str, dracut: str) -> None:
     """Render, fetch each profile's kernel, build its initrd with dracut, and lay out the TFTP tree."""
     from netbootgen.build import build as run_build
 
     inv = load_inventory(inventory)
-    result = run_build(inv, out, cache_dir(), systemd=flavour == "systemd", progress=_progress)
+    result = run_build(inv, out, cache_dir(), systemd=flavour == "systemd", progress=_progress, dracut=dracut)
     for p in result.profiles.values():
         how = "cached" if p.initrd.cached else f"built in {p.initrd.seconds:.1f} s"
         click.echo(f"profile {p.name}: kernel {p.kernel.version}, initrd {p.initrd.size / 1e6:.1f} MB ({how})")
@@ -137,6 +144,7 @@ def build(inventory: Path | None, out: Path, flavour: str) -> None:
               help="pxe: firmware -> PXELINUX per-MAC file -> kernel + initrd; direct: QEMU -kernel/-initrd.")
 @click.option("--initrd", "flavour", type=click.Choice(["systemd", "shell"]), default="systemd", show_default=True,
               help="systemd initrd, or dracut's shell-only initrd.")
+@dracut_option
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto", show_default=True,
               help="auto: KVM only if a probe boot works here (cached), else TCG.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -147,7 +155,7 @@ def build(inventory: Path | None, out: Path, flavour: str) -> None:
               help="Keep the run's files (console log, root image, TFTP tree) here instead of a temporary folder.")
 @click.option("--timeline", "timeline_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw the stages on a time axis into this SVG file (see `netbootgen timeline`).")
-def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, accel: str,
+def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, dracut: str, accel: str,
               json_path: Path | None, stage_timeout: float, workdir: Path | None,
               timeline_path: Path | None) -> None:
     """Boot a machine of INVENTORY under QEMU with its root on netbootgen's AoE target; report each stage.
@@ -158,7 +166,7 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
     from netbootgen.output import write_file
 
     inv = load_inventory(inventory)
-    opts = BootTestOptions(machine=machine, via=via, accel=accel, systemd=flavour == "systemd",
+    opts = BootTestOptions(machine=machine, via=via, accel=accel, systemd=flavour == "systemd", dracut=dracut,
                            stage_timeout=stage_timeout, workdir=workdir)
     result = run_boot_test(inv, opts, cache_dir(), _progress)
     if json_path is not None:

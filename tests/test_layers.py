@@ -26,6 +26,7 @@ RANKS: list[tuple[str, int]] = [
     ("netbootgen.emulate.boottest", 71), ("netbootgen.emulate", 70),
     # builders: the pipeline, then what it calls
     ("netbootgen.build", 65), ("netbootgen.modules.inspect", 63), ("netbootgen.modules.initrd", 62),
+    ("netbootgen.modules.dracut_ng", 61),
     ("netbootgen.kernel.check", 61), ("netbootgen.kernel.fetch", 60),
     ("netbootgen.pxe.tftp", 60), ("netbootgen.aoe", 60),
     # generators: generate.py calls each of them

@@ -35,6 +35,7 @@ class BootTestOptions:
     via: str = "pxe"  # "pxe" or "direct"
     accel: str = "auto"  # "auto", "tcg" or "kvm"
     systemd: bool = True  # systemd initrd, or dracut's shell-only initrd
+    dracut: str = "system"  # "system" or "ng" (dracut-ng 106, netbootgen.modules.dracut_ng)
     stage_timeout: float = 180.0
     workdir: Path | None = None  # kept after the run; default: a temporary folder, removed
 
@@ -125,7 +126,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="netbootgen-boot-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        built = build(inv, work / "render", cache, systemd=opts.systemd, profiles=[profile.name], progress=say)
+        built = build(inv, work / "render", cache, systemd=opts.systemd, profiles=[profile.name], progress=say,
+                      dracut=opts.dracut)
         kernel, initrd = built.profiles[profile.name].kernel, built.profiles[profile.name].initrd
         image = make_rootfs(work / "root.img")
         say(f"root image {image} (busybox, ext4); starting the AoE target")

@@ -1,4 +1,5 @@
-"""Build an initrd with the system's dracut and the rendered 95aoe module, without touching /usr/lib/dracut."""
+"""Build an initrd with dracut (the system's, or dracut-ng built into the cache: dracut_ng.py) and the rendered
+95aoe module, without touching /usr/lib/dracut."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 from netbootgen.inventory import Profile
 from netbootgen.kernel.fetch import KernelTree
 from netbootgen.modules.dracut_module import MODULE_DIR
+from netbootgen.modules.dracut_ng import Dracut, find_dracut
 from netbootgen.render import FileTree
-from netbootgen.run import need_binary, run
+from netbootgen.run import run
 
-SYSTEM_DRACUT = Path("/usr/lib/dracut")
 # Kernel drivers every AoE-root initrd needs besides the profile's NIC drivers and root file systems.
 BASE_DRIVERS = ("aoe",)
 # Cached initrds kept per profile, kernel and flavour.
@@ -31,40 +32,37 @@ class InitrdSpec:
     drivers: tuple[str, ...]  # NIC drivers
     systemd: bool = True  # systemd initrd, or dracut's shell-only initrd (--omit systemd)
     filesystems: tuple[str, ...] = ("ext4",)  # root file-system modules (fleet.fs_modules)
+    dracut: str = "system"  # "system" (Debian 12: dracut 059) or "ng" (dracut-ng 106, built into the cache)
 
     @classmethod
     def for_profile(cls, kernel: KernelTree, files: FileTree, profile: Profile, *, systemd: bool,
-                    filesystems: tuple[str, ...] = ("ext4",)) -> InitrdSpec:
+                    filesystems: tuple[str, ...] = ("ext4",), dracut: str = "system") -> InitrdSpec:
         """The initrd of `profile`: the rendered 95aoe files out of `files`, the profile's NIC drivers and the
         file-system modules of its machines' roots."""
         module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}
         return cls(profile.name, kernel, module, tuple(d for d, _ in profile.nic_drivers), systemd=systemd,
-                   filesystems=filesystems)
+                   filesystems=filesystems, dracut=dracut)
 
     def all_drivers(self) -> list[str]:
         bus = {"virtio_pci"} if "virtio_net" in self.drivers else set()
         return sorted(set(BASE_DRIVERS) | set(self.filesystems) | set(self.drivers) | bus)
 
-    def key(self) -> str:
-        """A digest of everything the initrd depends on: reuse a cached build only when nothing changed."""
+    def key(self, dracut_version: str) -> str:
+        """A digest of everything the initrd depends on (`dracut_version`: the version line of the dracut that
+        builds it): reuse a cached build only when nothing changed."""
         h = hashlib.sha256()
-        for part in (self.kernel.version, " ".join(self.all_drivers()), str(self.systemd), dracut_version()):
+        for part in (self.kernel.version, " ".join(self.all_drivers()), str(self.systemd), self.dracut,
+                     dracut_version):
             h.update(part.encode() + b"\0")
         for name, f in sorted(self.module.items()):
             h.update(name.encode() + b"\0" + f.text.encode() + b"\0")
         return h.hexdigest()[:16]
 
 
-def dracut_version() -> str:
-    """dracut's version line (dracut --version exits 1 on Debian's 059, so its status is not checked)."""
-    proc = run([need_binary("dracut"), "--version"], capture=True, check=False)
-    return (proc.stdout + proc.stderr).strip()
-
-
-def dracut_argv(spec: InitrdSpec, out: Path) -> list[str]:
+def dracut_argv(spec: InitrdSpec, out: Path, binary: Path) -> list[str]:
     kver = spec.kernel.version
     return [
-        os.fspath(need_binary("dracut")),
+        os.fspath(binary),
         "--force", "--no-hostonly", "--no-hostonly-cmdline", "--no-early-microcode",
         "--kver", kver,
         "--kmoddir", os.fspath(spec.kernel.moddir),
@@ -75,13 +73,13 @@ def dracut_argv(spec: InitrdSpec, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def private_dracut(base: Path, module: FileTree) -> Path:
-    """A dracut base dir of symlinks to the system's dracut plus the rendered 95aoe module."""
+def private_dracut(base: Path, module: FileTree, source: Path) -> Path:
+    """A dracut base dir of symlinks to dracut's (`source`, e.g. /usr/lib/dracut) plus the rendered 95aoe module."""
     (base / "modules.d").mkdir(parents=True)
-    for entry in sorted(SYSTEM_DRACUT.iterdir()):
+    for entry in sorted(source.iterdir()):
         if entry.name != "modules.d":
             (base / entry.name).symlink_to(entry)
-    for mod in sorted((SYSTEM_DRACUT / "modules.d").iterdir()):
+    for mod in sorted((source / "modules.d").iterdir()):
         if mod.name[2:] != "aoe":
             (base / "modules.d" / mod.name).symlink_to(mod)
     for name, f in module.items():
@@ -101,22 +99,25 @@ class InitrdResult:
 
 
 def cache_name(spec: InitrdSpec, key: str) -> str:
-    return f"initrd-{spec.profile}-{spec.kernel.version}-{'systemd' if spec.systemd else 'shell'}-{key}.img"
+    ng = "-ng" if spec.dracut == "ng" else ""
+    return f"initrd-{spec.profile}-{spec.kernel.version}-{'systemd' if spec.systemd else 'shell'}{ng}-{key}.img"
 
 
 def build_initrd(spec: InitrdSpec, cache: Path) -> InitrdResult:
-    """Build (or reuse) the initrd for `spec`; the result lives in the cache, keyed by spec.key()."""
-    final = cache / "initrd" / cache_name(spec, spec.key())
+    """Build (or reuse) the initrd for `spec`; the result lives in the cache, keyed by spec.key().
+    dracut-ng is fetched and built into the cache first when `spec.dracut` is "ng" and it is not there yet."""
+    dracut: Dracut = find_dracut(spec.dracut, cache)
+    final = cache / "initrd" / cache_name(spec, spec.key(dracut.version()))
     if final.exists():
         os.utime(final)  # the newest used are kept (remove_stale)
         return InitrdResult(final, True, 0.0, final.stat().st_size)
     final.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=".dracut-", dir=final.parent) as tmp:
-        base = private_dracut(Path(tmp) / "dracut", spec.module)
+        base = private_dracut(Path(tmp) / "dracut", spec.module, dracut.basedir)
         out = Path(tmp) / "initrd.img"
         env = {"dracutbasedir": os.fspath(base), "TMPDIR": tmp}
-        run(dracut_argv(spec, out), env=env)
+        run(dracut_argv(spec, out, dracut.binary), env=env)
         out.chmod(0o644)
         os.replace(out, final)
     return InitrdResult(final, False, time.monotonic() - start, final.stat().st_size)

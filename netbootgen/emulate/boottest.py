@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netbootgen.aoe.process import ServeProcess
 from netbootgen.build import build
 from netbootgen.emulate.console import ConsoleReport, Stage, StageResult, follow
 from netbootgen.emulate.qemu import QEMU, QemuSpec, check_accel, dgram_netdev, probe_kvm, qemu_argv
 from netbootgen.emulate.rootfs import INIT_MARKER, make_rootfs, read_marker
+from netbootgen.emulate.targetplan import TargetPlan, TargetRunner
 from netbootgen.errors import InputError
 from netbootgen.fleet import kernel_args, machine_mtu
 from netbootgen.inventory import Export, Inventory, Machine
@@ -38,6 +38,8 @@ class BootTestOptions:
     dracut: str = "system"  # "system" or "ng" (dracut-ng 106, netbootgen.modules.dracut_ng)
     stage_timeout: float = 180.0
     workdir: Path | None = None  # kept after the run; default: a temporary folder, removed
+    serve_extra: tuple[str, ...] = ()  # more `netbootgen serve` arguments, e.g. ("--fault", "drop=0.05")
+    target_plan: TargetPlan | None = None  # start the target late, restart it at a stage, or leave it out
 
 
 @dataclass
@@ -49,6 +51,7 @@ class BootTestResult:
     initrd: InitrdResult
     disk_marker: bool
     workdir: Path | None
+    target_events: tuple[tuple[float, str], ...] = ()  # (s since the target's plan started, what happened)
 
     @property
     def ok(self) -> bool:
@@ -64,6 +67,9 @@ class BootTestResult:
             "accel": self.accel,
             "failure": self.report.failure,
             "disk_marker": self.disk_marker,
+            "failed_stage": next((s.name for s in self.report.stages if not s.ok), None),
+            "last_lines": self.report.last_lines() if not self.ok else "",
+            "target_events": [{"t": t, "event": e} for t, e in self.target_events],
             "seconds": self.report.seconds,
             "initrd": {
                 "size": self.initrd.size,
@@ -132,7 +138,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         image = make_rootfs(work / "root.img")
         say(f"root image {image} (busybox, ext4); starting the AoE target")
         mtu = machine_mtu(inv, m)
-        with ServeProcess(serve_args(ex, image, work, list(m.macs), mtu), work / "target.log"):
+        args = [*serve_args(ex, image, work, list(m.macs), mtu), *opts.serve_extra]
+        with TargetRunner(args, work / "target.log", opts.target_plan) as target:
             accel = choose_accel(opts.accel, qemu, kernel, cache)
             qspec = QemuSpec(
                 qemu,
@@ -151,12 +158,16 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
 
             def on_stage(r: StageResult) -> None:
                 progress(f"[{boot_start + (r.t or 0):6.1f}s]   stage {r.name:<15} reached at {r.t:6.2f} s")
+                target.on_stage(r.name)
 
             report = follow(qemu_argv(qspec), stages_for(opts.via, ex), log_path=work / "console.log",
                             bios_log=work / "bios.log", stage_timeout=opts.stage_timeout, progress=on_stage)
+            if target.error is not None:
+                raise target.error
         marker = read_marker(image) is not None
         say("the guest's write reached the AoE disk" if marker else "no write from the guest found on the AoE disk")
-        return BootTestResult(m.name, opts.via, accel, report, initrd, marker, work if opts.workdir else None)
+        return BootTestResult(m.name, opts.via, accel, report, initrd, marker, work if opts.workdir else None,
+                              tuple(target.events))
     finally:
         if opts.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -223,11 +223,13 @@ def timeline(reports: tuple[Path, ...], output: Path, title: str) -> None:
 def _register_subcommands() -> None:
     from netbootgen.aoe.command import serve_command
     from netbootgen.kernel.command import kernel_group
+    from netbootgen.modules.command import initrd_group
     from netbootgen.pxe.command import pxe_group
 
     main.add_command(serve_command)
     main.add_command(pxe_group)
     main.add_command(kernel_group)
+    main.add_command(initrd_group)
 
 
 _register_subcommands()

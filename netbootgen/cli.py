@@ -155,19 +155,32 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str) -> None:
               help="Keep the run's files (console log, root image, TFTP tree) here instead of a temporary folder.")
 @click.option("--timeline", "timeline_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw the stages on a time axis into this SVG file (see `netbootgen timeline`).")
+@click.option("--root", type=click.Choice(["busybox", "debian"]), default="busybox", show_default=True,
+              help="busybox: a 64 MiB root whose init writes a file and powers off (poweroff -f); debian: the "
+                   "machine's Debian image (`netbootgen image build`, cached), booted to multi-user and powered "
+                   "off through systemd, then checked on the host (clean file system, the check unit's files).")
+@click.option("--root-image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Boot this root image (in the machine's fstype, with the netbootgen check unit) instead; it "
+                   "is served copy-on-write and never modified unless --persist.")
+@click.option("--persist", is_flag=True, help="With --root-image: the guest writes to the image itself.")
+@click.option("--image-size", default="1G", show_default=True, help="Size of the Debian image (--root debian).")
 def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, dracut: str, accel: str,
               json_path: Path | None, stage_timeout: float, workdir: Path | None,
-              timeline_path: Path | None) -> None:
+              timeline_path: Path | None, root: str, root_image: Path | None, persist: bool,
+              image_size: str) -> None:
     """Boot a machine of INVENTORY under QEMU with its root on netbootgen's AoE target; report each stage.
 
-    Exit status 0 only if every stage is reached and the guest's write reached the AoE disk."""
+    Exit status 0 only if every stage is reached and the guest's write reached the AoE disk (a real root: and
+    its file system is clean after the poweroff)."""
     from netbootgen.emulate.boottest import BootTestOptions
     from netbootgen.emulate.boottest import boot_test as run_boot_test
+    from netbootgen.image.fs import parse_size
     from netbootgen.output import write_file
 
     inv = load_inventory(inventory)
     opts = BootTestOptions(machine=machine, via=via, accel=accel, systemd=flavour == "systemd", dracut=dracut,
-                           stage_timeout=stage_timeout, workdir=workdir)
+                           stage_timeout=stage_timeout, workdir=workdir, root=root, root_image=root_image,
+                           persist=persist, image_size=parse_size(image_size))
     result = run_boot_test(inv, opts, cache_dir(), _progress)
     if json_path is not None:
         write_file(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode(), 0o644)
@@ -180,8 +193,13 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
         t = f"{s.t:7.2f} s" if s.t is not None else "      -  "
         click.echo(f"  {s.name:<15} {t}  {'ok' if s.ok else 'NOT REACHED'}")
     click.echo(f"  {'disk write':<15} {'':9}  {'ok' if result.disk_marker else 'MISSING'}")
+    rc = result.root_check
+    if rc is not None:
+        click.echo(f"  {'clean fs':<15} {'':9}  {'ok' if rc.clean else 'NOT CLEAN'} ({rc.fs_detail})")
     if not result.ok:
-        detail = result.report.failure or "the guest's write did not reach the AoE disk"
+        detail = result.report.failure or (
+            f"the root file system is not clean after the poweroff ({rc.fs_detail})" if rc and not rc.clean
+            else "the guest's write did not reach the AoE disk")
         raise BootFailed(f"boot-test failed: {detail}\nlast console lines:\n{result.report.last_lines()}")
     click.echo("all stages reached")
 
@@ -222,12 +240,14 @@ def timeline(reports: tuple[Path, ...], output: Path, title: str) -> None:
 
 def _register_subcommands() -> None:
     from netbootgen.aoe.command import serve_command
+    from netbootgen.image.command import image_group
     from netbootgen.kernel.command import kernel_group
     from netbootgen.modules.command import initrd_group
     from netbootgen.pxe.command import pxe_group
 
     main.add_command(serve_command)
     main.add_command(pxe_group)
+    main.add_command(image_group)
     main.add_command(kernel_group)
     main.add_command(initrd_group)
 

@@ -17,6 +17,7 @@ MAX_LINES = 500
 # Highest first. A name matches the first entry equal to it or starting with it followed by a dot.
 RANKS: list[tuple[str, int]] = [
     # cli: the commands
+    ("netbootgen.image.command", 85),
     ("netbootgen.__main__", 91), ("netbootgen.cli", 90), ("netbootgen.aoe.__main__", 90),
     ("netbootgen.aoe.command", 85), ("netbootgen.pxe.command", 85), ("netbootgen.kernel.command", 85),
     ("netbootgen.modules.command", 85),
@@ -25,6 +26,7 @@ RANKS: list[tuple[str, int]] = [
     # emulation: boot-test on the console follower, QEMU command lines and root images
     ("netbootgen.emulate.boottest", 71), ("netbootgen.emulate", 70),
     # builders: the pipeline, then what it calls
+    ("netbootgen.image", 60),  # root images: mmdebstrap recipe, file-system images, reading them back
     ("netbootgen.build", 65), ("netbootgen.modules.inspect", 63), ("netbootgen.modules.initrd", 62),
     ("netbootgen.modules.dracut_ng", 61),
     ("netbootgen.kernel.check", 61), ("netbootgen.kernel.fetch", 60),

@@ -14,6 +14,7 @@ from typing import Any
 from netbootgen.build import build
 from netbootgen.emulate.console import ConsoleReport, Stage, StageResult, follow
 from netbootgen.emulate.qemu import QEMU, QemuSpec, check_accel, dgram_netdev, probe_kvm, qemu_argv
+from netbootgen.emulate.realroot import DEFAULT_SIZE, REAL_ROOT_STAGES, RootCheck, check_root, prepare_root, with_check
 from netbootgen.emulate.rootfs import INIT_MARKER, make_rootfs, read_marker
 from netbootgen.emulate.targetplan import TargetPlan, TargetRunner
 from netbootgen.errors import InputError
@@ -38,6 +39,10 @@ class BootTestOptions:
     dracut: str = "system"  # "system" or "ng" (dracut-ng 106, netbootgen.modules.dracut_ng)
     stage_timeout: float = 180.0
     workdir: Path | None = None  # kept after the run; default: a temporary folder, removed
+    root: str = "busybox"  # "busybox" (made here) or "debian" (netbootgen image build, cached)
+    root_image: Path | None = None  # boot this image (the machine's fstype) instead; copy-on-write unless persist
+    persist: bool = False  # let the guest write to root_image itself
+    image_size: int = DEFAULT_SIZE  # of the Debian image
     serve_extra: tuple[str, ...] = ()  # more `netbootgen serve` arguments, e.g. ("--fault", "drop=0.05")
     target_plan: TargetPlan | None = None  # start the target late, restart it at a stage, or leave it out
 
@@ -51,11 +56,12 @@ class BootTestResult:
     initrd: InitrdResult
     disk_marker: bool
     workdir: Path | None
+    root_check: RootCheck | None = None  # a real root: what the host found on the disk afterwards
     target_events: tuple[tuple[float, str], ...] = ()  # (s since the target's plan started, what happened)
 
     @property
     def ok(self) -> bool:
-        return self.report.ok and self.disk_marker
+        return self.report.ok and self.disk_marker and (self.root_check is None or self.root_check.ok)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +73,7 @@ class BootTestResult:
             "accel": self.accel,
             "failure": self.report.failure,
             "disk_marker": self.disk_marker,
+            "root_check": self.root_check.to_json() if self.root_check else None,
             "failed_stage": next((s.name for s in self.report.stages if not s.ok), None),
             "last_lines": self.report.last_lines() if not self.ok else "",
             "target_events": [{"t": t, "event": e} for t, e in self.target_events],
@@ -80,7 +87,8 @@ class BootTestResult:
         }
 
 
-def stages_for(via: str, ex: Export) -> list[Stage]:
+def stages_for(via: str, ex: Export, real: bool = False) -> list[Stage]:
+    """The stages of a boot; `real`: a real root (systemd, the check unit, a clean poweroff), not busybox's init."""
     dev = re.escape(ex.target)
     stages = [
         Stage("firmware", re.compile(r"Booting from ROM"), source="bios"),
@@ -88,9 +96,11 @@ def stages_for(via: str, ex: Export) -> list[Stage]:
         Stage("kernel", re.compile(r"Linux version \S+")),
         Stage("initrd", re.compile(r"95aoe: root on /dev/etherd/")),
         Stage("aoe-discovered", re.compile(dev + r" v[0-9a-f]+ has \d+ sectors")),
-        Stage("root-mounted", re.compile(r"\(etherd!" + dev + r"(p\d+)?\): mounted filesystem")),
+        Stage("root-mounted", re.compile(r"\(etherd!" + dev + r"(p\d+)?\): (mounted filesystem|Mounting V\d)")),
         Stage("init", re.compile(re.escape(INIT_MARKER))),
     ]
+    if real:
+        stages = [*stages[:-1], *REAL_ROOT_STAGES]
     return [s for s in stages if via == "pxe" or s.name != "pxelinux"]
 
 
@@ -100,10 +110,12 @@ def choose_accel(requested: str, qemu: Path, kernel: KernelTree, cache: Path) ->
     return "kvm" if probe_kvm(qemu, kernel.vmlinuz, cache) else "tcg"
 
 
-def serve_args(ex: Export, image: Path, work: Path, allow: list[str], mtu: int) -> list[str]:
-    """`netbootgen serve` arguments: the export's address on `image`, over a unix datagram pair with QEMU."""
+def serve_args(ex: Export, image: Path, work: Path, allow: list[str], mtu: int,
+               overlay: Path | None = None) -> list[str]:
+    """`netbootgen serve` arguments: the export's address on `image` (copy-on-write into `overlay` when given),
+    over a unix datagram pair with QEMU."""
     return [
-        "--export", f"{ex.shelf}.{ex.slot}={image}",
+        "--export", f"{ex.shelf}.{ex.slot}={image}" + (f",cow={overlay}" if overlay else ""),
         "--transport", f"unix-dgram:{work / TARGET_SOCK}:{work / QEMU_SOCK}",
         "--mac", TARGET_MAC,
         "--mtu", str(mtu),
@@ -121,6 +133,14 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     check_accel(opts.accel)
     m: Machine = inv.machine(opts.machine)
     ex = inv.exports[m.export]
+    if opts.root not in ("busybox", "debian"):
+        raise InputError(f"--root must be busybox or debian, not {opts.root!r}")
+    if opts.persist and opts.root_image is None:
+        raise InputError("--persist goes with --root-image (the Debian image is booted as a copy)")
+    real = opts.root == "debian" or opts.root_image is not None
+    if real:  # the image's check unit runs only when asked on the kernel command line
+        inv = with_check(inv, m)
+        m = inv.machines[m.name]
     profile = inv.profiles[m.profile]
     t0 = time.monotonic()
 
@@ -135,10 +155,14 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         built = build(inv, work / "render", cache, systemd=opts.systemd, profiles=[profile.name], progress=say,
                       dracut=opts.dracut)
         kernel, initrd = built.profiles[profile.name].kernel, built.profiles[profile.name].initrd
-        image = make_rootfs(work / "root.img")
-        say(f"root image {image} (busybox, ext4); starting the AoE target")
+        root = prepare_root(inv, m, work, cache, say, root_image=opts.root_image, persist=opts.persist,
+                            size=opts.image_size) if real else None
+        image = root.image if root else make_rootfs(work / "root.img")
+        cow = ", copy-on-write into " + str(root.overlay) if root and root.overlay else ""
+        say(f"root image {image} ({f'{root.source}, {root.fstype}{cow}' if root else 'busybox, ext4'}); "
+            "starting the AoE target")
         mtu = machine_mtu(inv, m)
-        args = [*serve_args(ex, image, work, list(m.macs), mtu), *opts.serve_extra]
+        args = [*serve_args(ex, image, work, list(m.macs), mtu, root.overlay if root else None), *opts.serve_extra]
         with TargetRunner(args, work / "target.log", opts.target_plan) as target:
             accel = choose_accel(opts.accel, qemu, kernel, cache)
             qspec = QemuSpec(
@@ -160,14 +184,20 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 progress(f"[{boot_start + (r.t or 0):6.1f}s]   stage {r.name:<15} reached at {r.t:6.2f} s")
                 target.on_stage(r.name)
 
-            report = follow(qemu_argv(qspec), stages_for(opts.via, ex), log_path=work / "console.log",
+            report = follow(qemu_argv(qspec), stages_for(opts.via, ex, real), log_path=work / "console.log",
                             bios_log=work / "bios.log", stage_timeout=opts.stage_timeout, progress=on_stage)
             if target.error is not None:
                 raise target.error
-        marker = read_marker(image) is not None
+        root_check = check_root(root, work) if root else None
+        marker = root_check.data_ok if root_check else read_marker(image) is not None
         say("the guest's write reached the AoE disk" if marker else "no write from the guest found on the AoE disk")
-        return BootTestResult(m.name, opts.via, accel, report, initrd, marker, work if opts.workdir else None,
-                              tuple(target.events))
+        if root_check:
+            say(f"root file system {'clean' if root_check.clean else 'NOT CLEAN'} ({root_check.fs_detail}); "
+                f"the check unit's boot counter on the disk: {root_check.boots}")
+        result = BootTestResult(m.name, opts.via, accel, report, initrd, marker, work if opts.workdir else None,
+                                tuple(target.events))
+        result.root_check = root_check
+        return result
     finally:
         if opts.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

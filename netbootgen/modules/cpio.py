@@ -38,6 +38,7 @@ class Entry:
     size: int
     data: bytes  # file contents, or a symlink's target
     mtime: int = 0
+    nlink: int = 1  # > 1: a hard-linked file; `data` is its data whichever name carried it in the archive
 
     @property
     def is_file(self) -> bool:
@@ -72,7 +73,8 @@ def _align4(n: int) -> int:
 
 def parse_newc(data: bytes, start: int = 0) -> tuple[list[Entry], int]:
     """The entries of the newc archive at `start` up to its trailer, and the offset just past the trailer."""
-    entries = []
+    entries: list[Entry] = []
+    links: dict[tuple[int, int, int], list[int]] = {}  # (dev major, minor, inode) -> entries of one file
     pos = start
     while True:
         head = data[pos:pos + HEADER_LEN]
@@ -84,7 +86,7 @@ def parse_newc(data: bytes, start: int = 0) -> tuple[list[Entry], int]:
             f = [int(head[6 + 8 * i:14 + 8 * i], 16) for i in range(13)]
         except ValueError:
             raise NetbootgenError(f"corrupt cpio header at byte {pos}") from None
-        mode, mtime, size, namesize = f[1], f[5], f[6], f[11]
+        ino, mode, nlink, mtime, size, namesize = f[0], f[1], f[4], f[5], f[6], f[11]
         name_end = pos + HEADER_LEN + namesize
         name = data[pos + HEADER_LEN:name_end - 1].decode("utf-8", "surrogateescape")
         body = _align4(name_end)
@@ -92,9 +94,22 @@ def parse_newc(data: bytes, start: int = 0) -> tuple[list[Entry], int]:
             raise NetbootgenError(f"the cpio archive is truncated: entry {name!r} at byte {pos} runs past its end")
         pos = _align4(body + size)
         if name == TRAILER:
-            return entries, pos
+            return _hardlinks(entries, links), pos
         clean = name[2:] if name.startswith("./") else name.lstrip("/")
-        entries.append(Entry(clean or ".", mode, size, data[body:body + size], mtime))
+        if nlink > 1 and stat.S_ISREG(mode):
+            links.setdefault((f[7], f[8], ino), []).append(len(entries))
+        entries.append(Entry(clean or ".", mode, size, data[body:body + size], mtime, nlink))
+
+
+def _hardlinks(entries: list[Entry], links: dict[tuple[int, int, int], list[int]]) -> list[Entry]:
+    """newc stores a hard-linked file's data once, with one of its names (GNU cpio: the last); the kernel
+    writes it through the link, so every name of the file has the data."""
+    for group in links.values():
+        data = next((entries[i].data for i in reversed(group) if entries[i].size), b"")
+        for i in group:
+            e = entries[i]
+            entries[i] = Entry(e.name, e.mode, len(data), data, e.mtime, e.nlink)
+    return entries
 
 
 def _lz4_legacy(data: bytes) -> tuple[bytes, int]:

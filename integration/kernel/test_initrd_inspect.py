@@ -12,7 +12,7 @@ import pytest
 
 from netbootgen.build import build
 from netbootgen.cache import cache_dir
-from netbootgen.inventory import load_inventory
+from netbootgen.inventory import example_text, load_inventory
 from netbootgen.kernel.check import KernelFacts, check_profile
 from netbootgen.kernel.fetch import profile_kernel
 from netbootgen.modules.inspect import InitrdReport, check_against, inspect_initrd
@@ -82,3 +82,21 @@ def test_dracut_modules_and_verdict(built: tuple[Path, InitrdReport]) -> None:
     inv = load_inventory(None)
     p = next(iter(inv.profiles.values()))
     assert check_against(r, check_profile(KernelFacts.load(profile_kernel(p, cache_dir())), p)) == []
+
+
+def test_nic_named_by_pci_id_reaches_the_initrd(tmp_path: Path) -> None:
+    """profiles.*.nic_pci = ["1af4:1000"] and no nic_drivers: the kernel's aliases give virtio_pci and
+    virtio_net, and build puts them into the initrd (--drivers)."""
+    text = example_text()
+    assert 'nic_drivers = { virtio_net = "m" }' in text
+    path = tmp_path / "netboot.toml"
+    path.write_text(text.replace('nic_drivers = { virtio_net = "m" }', 'nic_pci = ["1af4:1000"]'))
+    inv = load_inventory(path)
+    (p,) = inv.profiles.values()
+    assert p.nic_drivers == ()
+    result = build(inv, tmp_path / "out", cache_dir(), systemd=False)
+    (profile,) = result.profiles.values()
+    assert profile.check.pci_nic_modules[-2:] == ("net_failover", "virtio_net")
+    r = inspect_initrd(profile.initrd.path)
+    assert {"virtio_pci", "virtio_net", "aoe", "ext4"} <= set(r.modules)
+    assert check_against(r, profile.check) == [] and r.problems == []

@@ -46,10 +46,12 @@ def build(
     profiles: Sequence[str] | None = None,
     progress: Progress = lambda msg: None,
     dracut: str = "system",
+    compress: str | None = None,
 ) -> BuildResult:
     """Fetch each profile's kernel (all profiles, or those named) and check it can boot the profile's machines
     (netbootgen.kernel.check: KernelCheckFailed before anything is written), then render `inv` into `out`,
-    build each initrd (with the system's dracut, or dracut-ng: `dracut="ng"`) and install it with the kernel
+    build each initrd (with the system's dracut, or dracut-ng: `dracut="ng"`; `compress`: dracut --compress, None
+    for that dracut's default) and install it with the kernel
     into `out`/tftp beside PXELINUX."""
     names = profiles if profiles is not None else list(inv.profiles)
     kernels: dict[str, KernelTree] = {}
@@ -71,7 +73,7 @@ def build(
         progress(f"profile {name}: {flavour} initrd for {kernel.version} with {DRACUT_NAMES[dracut]} and 95aoe "
                  "(cached when nothing changed) ...")
         spec = InitrdSpec.for_profile(kernel, files, p, systemd=systemd,
-                                      filesystems=tuple(fs_modules(inv, name)), dracut=dracut)
+                                      filesystems=tuple(fs_modules(inv, name)), dracut=dracut, compress=compress)
         if pci := checks[name].pci_nic_modules:  # NICs named by PCI id: drivers the kernel's aliases give
             spec = replace(spec, drivers=tuple(dict.fromkeys(spec.drivers + pci)))
         initrd = build_initrd(spec, cache)

@@ -37,6 +37,7 @@ class BootTestOptions:
     accel: str = "auto"  # "auto", "tcg" or "kvm"
     systemd: bool = True  # systemd initrd, or dracut's shell-only initrd
     dracut: str = "system"  # "system" or "ng" (dracut-ng 106, netbootgen.modules.dracut_ng)
+    compress: str | None = None  # the initrd's dracut --compress; None: that dracut's default
     stage_timeout: float = 180.0
     workdir: Path | None = None  # kept after the run; default: a temporary folder, removed
     root: str = "busybox"  # "busybox" (made here) or "debian" (netbootgen image build, cached)
@@ -153,7 +154,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     work.mkdir(parents=True, exist_ok=True)
     try:
         built = build(inv, work / "render", cache, systemd=opts.systemd, profiles=[profile.name], progress=say,
-                      dracut=opts.dracut)
+                      dracut=opts.dracut, compress=opts.compress)
         kernel, initrd = built.profiles[profile.name].kernel, built.profiles[profile.name].initrd
         root = prepare_root(inv, m, work, cache, say, root_image=opts.root_image, persist=opts.persist,
                             size=opts.image_size) if real else None

@@ -33,15 +33,17 @@ class InitrdSpec:
     systemd: bool = True  # systemd initrd, or dracut's shell-only initrd (--omit systemd)
     filesystems: tuple[str, ...] = ("ext4",)  # root file-system modules (fleet.fs_modules)
     dracut: str = "system"  # "system" (Debian 12: dracut 059) or "ng" (dracut-ng 106, built into the cache)
+    compress: str | None = None  # dracut --compress (gzip, zstd, xz, lz4, ...); None: that dracut's default
 
     @classmethod
     def for_profile(cls, kernel: KernelTree, files: FileTree, profile: Profile, *, systemd: bool,
-                    filesystems: tuple[str, ...] = ("ext4",), dracut: str = "system") -> InitrdSpec:
+                    filesystems: tuple[str, ...] = ("ext4",), dracut: str = "system",
+                    compress: str | None = None) -> InitrdSpec:
         """The initrd of `profile`: the rendered 95aoe files out of `files`, the profile's NIC drivers and the
         file-system modules of its machines' roots."""
         module = {k: v for k, v in files.items() if k.startswith(f"dracut/{MODULE_DIR}/")}
         return cls(profile.name, kernel, module, tuple(d for d, _ in profile.nic_drivers), systemd=systemd,
-                   filesystems=filesystems, dracut=dracut)
+                   filesystems=filesystems, dracut=dracut, compress=compress)
 
     def all_drivers(self) -> list[str]:
         bus = {"virtio_pci"} if "virtio_net" in self.drivers else set()
@@ -52,7 +54,7 @@ class InitrdSpec:
         builds it): reuse a cached build only when nothing changed."""
         h = hashlib.sha256()
         for part in (self.kernel.version, " ".join(self.all_drivers()), str(self.systemd), self.dracut,
-                     dracut_version):
+                     dracut_version, *([f"compress={self.compress}"] if self.compress else [])):
             h.update(part.encode() + b"\0")
         for name, f in sorted(self.module.items()):
             h.update(name.encode() + b"\0" + f.text.encode() + b"\0")
@@ -68,6 +70,7 @@ def dracut_argv(spec: InitrdSpec, out: Path, binary: Path) -> list[str]:
         "--kmoddir", os.fspath(spec.kernel.moddir),
         "--modules", "dracut-systemd aoe" if spec.systemd else "aoe",
         *(["--omit", "systemd"] if not spec.systemd else []),
+        *(["--compress", spec.compress] if spec.compress else []),
         "--drivers", " ".join(spec.all_drivers()),
         os.fspath(out),
     ]  # fmt: skip

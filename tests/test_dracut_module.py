@@ -24,6 +24,7 @@ import pytest
 from netbootgen.generate import render_inventory
 from netbootgen.inventory import load_inventory
 from netbootgen.output import write_tree
+from tests.conftest import BASE_INVENTORY, edit
 
 DRACUT_BASE = Path("/usr/lib/dracut/modules.d/99base")
 DRACUT_UTIL = Path("/usr/lib/dracut/dracut-util")  # dracut-getarg and dracut-getargs in the initrd
@@ -89,9 +90,7 @@ def test_hooks_are_posix_sh(module_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_installkernel_names_aoe_and_nic_drivers(module_dir: Path) -> None:
-    text = (module_dir / "module-setup.sh").read_text()
-    assert "hostonly='' instmods aoe virtio_net\n" in text
+def test_no_udevadm_settle_in_the_cmdline_hook(module_dir: Path) -> None:
     code = [ln for ln in (module_dir / "parse-aoeroot.sh").read_text().splitlines() if not ln.lstrip().startswith("#")]
     assert not [ln for ln in code if "udevadm settle" in ln]  # the seed's 30 s stall under systemd
 
@@ -267,6 +266,46 @@ def test_cmdline_hook_parses(module_dir: Path, sandbox: Sandbox, cmdline: str, e
     assert "leftover=" in lines, out  # the hook's own variables are unset again
 
 
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        # a hostonly initrd: rootfs-block's root= and 95aoe's netroot= in etc/cmdline.d, in either order (dracut
+        # 059 and dracut-ng 106 name rootfs-block's file 95root-dev.conf, later dracut-ng 20-root-dev.conf)
+        "root=UUID=0f1e-77 rootfstype=ext4 rootflags=rw,relatime netroot=aoe:e0.1:ext4",
+        "netroot=aoe:e0.1:ext4 root=UUID=0f1e-77 rootfstype=ext4 rootflags=rw,relatime",
+    ],
+)
+def test_cmdline_hook_netroot_beside_a_block_root(module_dir: Path, sandbox: Sandbox, cmdline: str) -> None:
+    """netroot=aoe: starts discovery of the disk; the root stays the one root= names, for rootfs-block."""
+    lines = run_hook(module_dir, sandbox, cmdline).splitlines()
+    assert "root=UUID=0f1e-77" in lines and "rootok=" in lines and "fstype=auto" in lines, lines
+    assert "INITQUEUE [--settled] [--unique] [--name] [aoeroot] [/sbin/aoeroot] [/dev/etherd/e0.1]" in lines
+    assert "WAIT_FOR_DEV -n /dev/etherd/e0.1" in lines
+    assert "<29>95aoe: root on /dev/etherd/e0.1 (AoE shelf 0 slot 1, root=UUID=0f1e-77), starting discovery" in lines
+    assert "leftover=" in lines
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "expect"),
+    [
+        ("netroot=aoe:e0.1:xfs", ["root=block:/dev/etherd/e0.1", "rootok=1", "fstype=xfs"]),
+        ("root=/dev/sdb2 netroot=aoe:e2.3p1", ["root=/dev/sdb2", "rootok=", "fstype=auto"]),
+        # a hostonly build's root= for an AoE disk: a device number, which the aoe driver does not keep stable
+        ("root=/dev/block/152:16 rootfstype=ext4 netroot=aoe:e0.1:ext4",
+         ["root=block:/dev/etherd/e0.1", "rootok=1", "fstype=ext4"]),
+        ("netroot=aoe:e0.1p1:xfs root=/dev/block/152:17", ["root=block:/dev/etherd/e0.1p1", "rootok=1", "fstype=xfs"]),
+    ],
+)
+def test_cmdline_hook_netroot_alone_or_beside_another_disk(module_dir: Path, sandbox: Sandbox, cmdline: str,
+                                                           expect: list[str]) -> None:
+    """Without root= (a hostonly build with --no-hostonly-default-device, or a hand-written command line)
+    netroot=aoe: is the root; beside another disk's root= it only brings the AoE disk up."""
+    out = run_hook(module_dir, sandbox, cmdline)
+    for line in expect:
+        assert line in out.splitlines(), out
+    assert "[/sbin/aoeroot]" in out
+
+
 @pytest.mark.parametrize("cmdline", ["root=aoe:x0.1", "root=aoe:e0", "root=aoe:eA.1", "root=aoe:e0.1x",
                                      "root=aoe:e0.1 root=aoe:e0"])
 def test_cmdline_hook_rejects_bad_targets(module_dir: Path, sandbox: Sandbox, cmdline: str) -> None:
@@ -311,6 +350,10 @@ def unit(*lines: str) -> str:
         ("root=aoe:e3.4 rootfstype=xfs ro", unit("What=/dev/etherd/e3.4", "Options=ro,_netdev", "Type=xfs")),
         ("root=aoe:e3.4::noatime rootfstype=auto", unit("What=/dev/etherd/e3.4", "Options=noatime,_netdev")),
         ("root=dhcp netroot=aoe:e7.9:ext4", unit("What=/dev/etherd/e7.9", "Options=_netdev", "Type=ext4")),
+        ("netroot=aoe:e7.9:xfs", unit("What=/dev/etherd/e7.9", "Options=_netdev", "Type=xfs")),
+        # a hostonly build names an AoE root by device number; netroot's eS.L is stable
+        ("root=/dev/block/152:16 rootfstype=ext4 rootflags=rw,relatime netroot=aoe:e0.1:ext4",
+         unit("What=/dev/etherd/e0.1", "Options=rw,relatime,_netdev", "Type=ext4")),
         # dracut's getarg: the last of a repeated argument wins
         ("root=aoe:e0.1:ext4 root=aoe:e5.6:xfs", unit("What=/dev/etherd/e5.6", "Options=_netdev", "Type=xfs")),
     ],
@@ -329,7 +372,11 @@ def test_generator_writes_the_sysroot_mount(module_dir: Path, sandbox: Sandbox, 
     assert "Unknown" not in verify.stderr and "ignoring" not in verify.stderr, verify.stderr
 
 
-@pytest.mark.parametrize("cmdline", ["root=/dev/sda1", "root=/dev/etherd/e0.1", "root=aoe:e0.1 root=/dev/sda1", ""])
+@pytest.mark.parametrize("cmdline", ["root=/dev/sda1", "root=/dev/etherd/e0.1", "root=aoe:e0.1 root=/dev/sda1", "",
+                                     # a hostonly build: dracut-rootfs-generator mounts root=UUID=...
+                                     "root=UUID=0f1e-77 rootfstype=ext4 netroot=aoe:e0.1:ext4",
+                                     "netroot=aoe:e0.1:ext4 root=UUID=0f1e-77 rootfstype=ext4",
+                                     "root=/dev/etherd/e0.1p1 netroot=aoe:e0.1", "root=/dev/block/152:16"])
 def test_generator_leaves_other_roots_alone(module_dir: Path, sandbox: Sandbox, cmdline: str) -> None:
     proc, early = run_generator(module_dir, sandbox, cmdline)
     assert proc.returncode == 0, proc.stderr
@@ -425,6 +472,10 @@ def test_aoeroot_gives_up_after_rd_aoe_timeout(module_dir: Path, sandbox: Sandbo
 
 MODULE_HARNESS = """\
 find_root_block_device() { echo "$ROOT_MAJMIN"; }
+find_mp_fstype() { echo "$ROOT_FSTYPE"; }
+instmods() { echo "instmods${hostonly:+ (hostonly)} $*"; }
+declare -A host_fs_types=()
+[[ $HOST_FSTYPE ]] && host_fs_types[/dev/block/$ROOT_MAJMIN]=$HOST_FSTYPE
 inst_multiple() { echo "inst_multiple $*"; }
 inst_simple() { echo "inst_simple $*"; }
 inst_hook() { echo "inst_hook $*"; }
@@ -441,22 +492,64 @@ def run_module_setup(module_dir: Path, sandbox: Sandbox, function: str, root_maj
     152:17 (e0.1p1), and a SCSI disk 8:1, linked as sysfs links them."""
     block = sandbox.top / "block"
     for majmin, name in (("152:16", "etherd!e0.1"), ("152:17", "etherd!e0.1p1"), ("8:1", "sda1")):
-        (sandbox.top / "devices" / name).mkdir(parents=True)
-        (block / majmin).symlink_to(sandbox.top / "devices" / name)
+        (sandbox.top / "devices" / name).mkdir(parents=True, exist_ok=True)
+        if not (block / majmin).is_symlink():
+            (block / majmin).symlink_to(sandbox.top / "devices" / name)
     harness = sandbox.top / "module-harness.sh"
     harness.write_text(MODULE_HARNESS)
-    env = {"ROOT_MAJMIN": root_majmin, "MODULE_SETUP": str(module_dir / "module-setup.sh"), **env}
+    env = {"ROOT_MAJMIN": root_majmin, "ROOT_FSTYPE": "ext4", "MODULE_SETUP": str(module_dir / "module-setup.sh"),
+           **env}
     proc = sandbox.run([tool("bash"), str(harness), function], env)
     assert proc.returncode == 0 and proc.stderr == "", proc.stdout + proc.stderr
     return proc.stdout
 
 
 @pytest.mark.parametrize(
-    ("majmin", "expect"),
-    [("152:16", " root=/dev/etherd/e0.1"), ("152:17", " root=/dev/etherd/e0.1p1"), ("8:1", "")],
+    ("majmin", "fstype", "expect"),
+    [("152:16", "ext4", " netroot=aoe:e0.1:ext4"), ("152:17", "xfs", " netroot=aoe:e0.1p1:xfs"),
+     ("152:16", "", " netroot=aoe:e0.1"), ("8:1", "ext4", "")],
 )
-def test_hostonly_cmdline_names_the_aoe_root(module_dir: Path, sandbox: Sandbox, majmin: str, expect: str) -> None:
-    assert run_module_setup(module_dir, sandbox, "cmdline", majmin) == expect
+def test_hostonly_cmdline_names_the_aoe_root(module_dir: Path, sandbox: Sandbox, majmin: str, fstype: str,
+                                             expect: str) -> None:
+    """netroot=, never root=: rootfs-block writes the hostonly root= itself, and of two root= the later wins."""
+    assert run_module_setup(module_dir, sandbox, "cmdline", majmin, ROOT_FSTYPE=fstype) == expect
+
+
+def render_fleet(tmp_path: Path, fstypes: tuple[str, ...]) -> Path:
+    """The 95aoe module of BASE_INVENTORY with node1 and node2 on these root file systems."""
+    text = edit(BASE_INVENTORY, ('export = "root-node1"', f'export = "root-node1"\nfstype = "{fstypes[0]}"'),
+                ('export = "root-node2"', f'export = "root-node2"\nfstype = "{fstypes[1]}"'))
+    (tmp_path / "inv.toml").write_text(text)
+    write_tree(tmp_path / "out", render_inventory(load_inventory(tmp_path / "inv.toml")))
+    return tmp_path / "out" / "dracut" / "95aoe"
+
+
+@pytest.mark.parametrize(
+    ("fstypes", "hostonly", "host_fstype", "fs_line"),
+    [
+        (("ext4", "ext4"), "", "", "instmods ext4"),
+        (("xfs", "ext4"), "", "", "instmods ext4 xfs"),  # --no-hostonly: every machine's root fstype
+        (("xfs", "ext4"), "1", "xfs", "instmods xfs"),  # hostonly: this machine's root, as dracut found it
+        (("xfs", "ext4"), "1", "", "instmods ext4 xfs"),  # hostonly, but dracut found none: the fleet's
+    ],
+)
+def test_installkernel(tmp_path: Path, sandbox: Sandbox, fstypes: tuple[str, str], hostonly: str, host_fstype: str,
+                       fs_line: str) -> None:
+    module = render_fleet(tmp_path, fstypes)
+    out = run_module_setup(module, sandbox, "installkernel", "152:16", hostonly=hostonly, HOST_FSTYPE=host_fstype)
+    # aoe with -c (a kernel without it fails the build); instmods always runs with hostonly='' (every driver)
+    assert out.splitlines() == ["instmods -c aoe", "instmods virtio_net", fs_line]
+
+
+def test_depends_on_initqueue_only_where_dracut_has_it(tmp_path: Path, sandbox: Sandbox, module_dir: Path) -> None:
+    """dracut 059 and dracut-ng 106 keep the initqueue in 99base; later dracut-ng has an initqueue module."""
+    base = tmp_path / "dracut"
+    (base / "modules.d" / "99base").mkdir(parents=True)
+    out = run_module_setup(module_dir, sandbox, "depends", "152:16", dracutbasedir=str(base))
+    assert out.splitlines() == ["rootfs-block"]
+    (base / "modules.d" / "80initqueue").mkdir()
+    out = run_module_setup(module_dir, sandbox, "depends", "152:16", dracutbasedir=str(base))
+    assert out.splitlines() == ["rootfs-block", "initqueue"]
 
 
 @pytest.mark.parametrize("hostonly_cmdline", ["yes", ""])
@@ -478,6 +571,6 @@ def test_install_puts_the_lib_where_the_scripts_source_it(module_dir: Path, sand
     ]
     conf = initdir / "etc" / "cmdline.d" / "95aoe.conf"
     if hostonly_cmdline:
-        assert conf.read_text() == " root=/dev/etherd/e0.1\n"
+        assert conf.read_text() == " netroot=aoe:e0.1:ext4\n"
     else:
         assert not conf.exists()

@@ -27,11 +27,14 @@ def boot_test(
 
 
 @pytest.mark.parametrize(
-    ("via", "flavour"),
-    [("pxe", "systemd"), ("direct", "systemd"), ("direct", "shell"), ("pxe", "shell")],
+    ("via", "flavour", "dracut"),
+    [("pxe", "systemd", "system"), ("direct", "systemd", "system"), ("direct", "shell", "system"),
+     ("pxe", "shell", "system"),
+     # dracut-ng 106 (Debian 13's): each boot path and each initrd flavour once, to keep CI short
+     ("pxe", "systemd", "ng"), ("direct", "shell", "ng")],
 )
-def test_boot_reaches_every_stage(tmp_path: Path, via: str, flavour: str) -> None:
-    proc, rep = boot_test(tmp_path, "--via", via, "--initrd", flavour, "--stage-timeout", "120")
+def test_boot_reaches_every_stage(tmp_path: Path, via: str, flavour: str, dracut: str) -> None:
+    proc, rep = boot_test(tmp_path, "--via", via, "--initrd", flavour, "--dracut", dracut, "--stage-timeout", "120")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     expected = ALL_STAGES if via == "pxe" else [s for s in ALL_STAGES if s != "pxelinux"]
@@ -42,6 +45,9 @@ def test_boot_reaches_every_stage(tmp_path: Path, via: str, flavour: str) -> Non
     assert rep["ok"] is True and rep["machine"] == "node1" and rep["via"] == via
     assert rep["disk_marker"] is True  # the guest's write reached the image through the AoE target
     assert rep["initrd"]["systemd"] is (flavour == "systemd")
+    assert rep["initrd"]["dracut"] == dracut
+    if flavour == "systemd":  # the initrd's os-release names the dracut that built it
+        assert ("dracut-106 (Initramfs)" if dracut == "ng" else "dracut-059") in rep["console_log"]
     assert "NETBOOTGEN-INIT-OK" in rep["console_log"]
     assert "all stages reached" in proc.stdout
     if via == "pxe":

@@ -84,6 +84,7 @@ class BootTestResult:
                 "build_seconds": round(self.initrd.seconds, 1),
                 "cached": self.initrd.cached,
                 "systemd": "-systemd-" in self.initrd.path.name,
+                "dracut": "ng" if self.initrd.path.name.rsplit("-", 2)[-2] == "ng" else "system",
             },
         }
 

@@ -1,7 +1,10 @@
 #!/bin/sh
 # {{ header }}
 # systemd generator: root=aoe:e<shelf>.<slot>[:fstype[:flags]] (or netroot=aoe:...) -> sysroot.mount.
-# Plain root=/dev/etherd/... is left to systemd-fstab-generator.
+# A block root= (root=/dev/etherd/..., root=UUID=..., ...) is left to systemd-fstab-generator (kernel command
+# line) or dracut-rootfs-generator (etc/cmdline.d of a hostonly build), also beside netroot=aoe:..., except
+# root=/dev/block/152:<minor> (a hostonly build's name for an AoE disk; the driver's numbering is not stable):
+# netroot=aoe: names the disk then. The unit goes to the early directory, which wins over dracut-rootfs-generator's.
 
 # shellcheck disable=SC1091 # dracut-lib.sh exists only inside the initrd
 type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
@@ -11,13 +14,13 @@ type aoe_parse_spec > /dev/null 2>&1 || . /lib/aoe-lib.sh
 root=$(getarg root=)
 case "$root" in
     aoe:*) ;;
-    *)
-        root=$(getarg netroot=)
-        case "$root" in
-            aoe:*) ;;
-            *) exit 0 ;;
-        esac
-        ;;
+    /dev/block/152:* | block:/dev/block/152:*) root=$(getarg netroot=) ;;
+    block:* | /dev/* | LABEL=* | UUID=* | PARTUUID=* | PARTLABEL=*) exit 0 ;;
+    *) root=$(getarg netroot=) ;;
+esac
+case "$root" in
+    aoe:*) ;;
+    *) exit 0 ;;
 esac
 
 GENERATOR_DIR="$2"

@@ -2,7 +2,7 @@
 # {{ header }}
 # 95aoe: mount the root file system from an ATA-over-Ethernet disk (root=aoe:e<shelf>.<slot>).
 
-# shellcheck disable=SC2154 # moddir, initdir, hostonly_cmdline and systemdutildir are set by dracut
+# shellcheck disable=SC2154 # set by dracut: moddir, initdir, hostonly(_cmdline), host_fs_types, dracutbasedir, ...
 
 # called by dracut
 check() {
@@ -17,23 +17,43 @@ check() {
 
 # called by dracut
 depends() {
+    local _dir
     echo rootfs-block
+    # dracut-ng >= 107 installs the initqueue only when a module asks for it; 059 and 106 have it in 99base
+    for _dir in "$dracutbasedir"/modules.d/[0-9][0-9]initqueue; do
+        [[ -d $_dir ]] && echo initqueue
+    done
     return 0
 }
 
 # called by dracut
 installkernel() {
-    hostonly='' instmods aoe {{ nic_drivers }}
+    # -c: a kernel without the aoe driver fails the build, not the boot
+    hostonly='' instmods -c aoe
+{% if nic_drivers %}
+    hostonly='' instmods {{ nic_drivers }}
+{% endif %}
+    # the root file systems: hostonly, this machine's (dracut's host_fs_types); else the fleet's fstypes
+    if [[ $hostonly && ${host_fs_types[*]} ]]; then
+        hostonly='' instmods "${host_fs_types[@]}"
+    else
+        hostonly='' instmods {{ fs_modules }}
+    fi
+    return 0
 }
 
 # called by dracut
+# netroot=, not root=: rootfs-block writes the root= of a hostonly build (95root-dev.conf in dracut 059 and
+# dracut-ng 106, 20-root-dev.conf in later dracut-ng), and whichever of two root= sorts last would win.
+# parse-aoeroot.sh starts AoE discovery for netroot=aoe:... and leaves a root= it is given alone.
 cmdline() {
-    local _majmin _sys _name
+    local _majmin _sys _name _fstype
     _majmin=$(find_root_block_device)
     [[ $_majmin == 152:* ]] || return 0
     _sys=$(readlink -f "/sys/dev/block/$_majmin")
     _name=${_sys##*/}
-    printf ' root=/dev/etherd/%s' "${_name#etherd!}"
+    _fstype=$(find_mp_fstype /)
+    printf ' netroot=aoe:%s%s' "${_name#etherd!}" "${_fstype:+:$_fstype}"
 }
 
 # called by dracut

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Benchmark the boot users wait for: QEMU start -> the root's init, per initrd flavour, compressor and path.
+
+    .venv/bin/python bench/boot_speed_bench.py [--runs 5] [--flavour systemd --flavour shell]
+        [--compress gzip --compress zstd] [--via direct --via pxe] [--accel tcg] [--json FILE]
+
+For each flavour and compressor the example inventory's initrd is built twice into a scratch cache that
+shares the kernel with the real one: cold (dracut runs) and cached (netbootgen finds it). Its size, the
+archive's unpacked size and the largest files in it (netbootgen initrd inspect's reader: what dracut pulls in)
+are printed. Then the machine boots with `boot-test` (busybox root on netbootgen's AoE target), --runs times
+per flavour, compressor and path, in rounds that alternate the set-ups so that load from other jobs hits them
+alike. Figures: the `init` stage (seconds since QEMU started), median with min-max, and the medians of the
+stages before it. Goals (issue 10, TCG): PXE <= 15 s and direct <= 10 s with the systemd initrd; initrd
+<= 8 MB shell-only, <= 12 MB systemd; cold build <= 8 s, cached <= 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netbootgen.build import build
+from netbootgen.cache import cache_dir
+from netbootgen.emulate.boottest import BootTestOptions, boot_test
+from netbootgen.inventory import load_inventory
+from netbootgen.modules.inspect import inspect_initrd
+
+STAGES = ("firmware", "pxelinux", "kernel", "initrd", "aoe-discovered", "root-mounted", "init")
+GOALS = {("systemd", "pxe"): 15.0, ("systemd", "direct"): 10.0}
+SIZE_GOALS_MB = {"systemd": 12.0, "shell": 8.0}
+
+
+@dataclass
+class Initrd:
+    flavour: str
+    compress: str
+    size: int = 0
+    unpacked: int = 0
+    cold: float = 0.0
+    cached: float = 0.0
+    largest: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class Boots:
+    flavour: str
+    compress: str
+    via: str
+    runs: list[dict[str, float]] = field(default_factory=list)  # stage -> t
+    failures: int = 0
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def measure_build(flavour: str, compress: str, scratch: Path) -> Initrd:
+    """Cold and cached build of the example's initrd in a scratch cache whose kernels are the real cache's."""
+    inv = load_inventory(None)
+    cache = scratch / f"cache-{flavour}-{compress}"
+    cache.mkdir()
+    (cache / "kernels").symlink_to(cache_dir() / "kernels")
+    times = []
+    for attempt in ("cold", "cached"):
+        t = time.monotonic()
+        res = build(inv, scratch / f"out-{flavour}-{compress}-{attempt}", cache, systemd=flavour == "systemd",
+                    compress=compress)
+        times.append(time.monotonic() - t)
+    (p,) = res.profiles.values()
+    report = inspect_initrd(p.initrd.path)
+    files = [(e.size, name) for name, e in report.files.items() if e.is_file]
+    return Initrd(flavour, compress, p.initrd.size, sum(s for s, _ in files), times[0], times[1],
+                  sorted(files, reverse=True)[:8])
+
+
+def boot_once(b: Boots, accel: str, timeout: float) -> None:
+    opts = BootTestOptions(via=b.via, accel=accel, systemd=b.flavour == "systemd", compress=b.compress,
+                           stage_timeout=timeout)
+    result = boot_test(load_inventory(None), opts, cache_dir(), lambda msg: None)
+    stages = {s.name: s.t for s in result.report.stages if s.t is not None}
+    if not result.ok:
+        b.failures += 1
+        say(f"  FAILED: {b.flavour}/{b.compress}/{b.via}: {result.report.failure}")
+        return
+    b.runs.append(stages)
+    say(f"  {b.flavour:<8} {b.compress:<5} {b.via:<7} init at {stages['init']:6.2f} s  " +
+        " ".join(f"{k}={v:.1f}" for k, v in stages.items() if k != "init"))
+
+
+def med(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):6.2f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--flavour", action="append", choices=["systemd", "shell"])
+    ap.add_argument("--compress", action="append", choices=["gzip", "zstd", "xz", "lz4"])
+    ap.add_argument("--via", action="append", choices=["direct", "pxe"])
+    ap.add_argument("--accel", default="tcg", choices=["tcg", "kvm", "auto"])
+    ap.add_argument("--stage-timeout", type=float, default=240)
+    ap.add_argument("--no-builds", action="store_true", help="skip the cold/cached build measurement")
+    ap.add_argument("--json", type=Path, help="write every figure here")
+    args = ap.parse_args()
+    flavours = args.flavour or ["systemd", "shell"]
+    compressors = args.compress or ["gzip", "zstd"]
+    vias = args.via or ["direct", "pxe"]
+
+    initrds: list[Initrd] = []
+    if not args.no_builds:
+        scratch = Path(tempfile.mkdtemp(prefix="boot-speed-"))
+        try:
+            for fl in flavours:
+                for c in compressors:
+                    say(f"building the {fl} initrd with {c} (cold, then cached) ...")
+                    initrds.append(measure_build(fl, c, scratch))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    boots = [Boots(fl, c, v) for fl in flavours for c in compressors for v in vias]
+    for b in boots:  # build (or find) each initrd in the real cache once, before the timed rounds
+        build(load_inventory(None), Path(tempfile.mkdtemp(prefix="boot-speed-warm-")), cache_dir(),
+              systemd=b.flavour == "systemd", compress=b.compress)
+    for r in range(args.runs):
+        say(f"round {r + 1}/{args.runs}")
+        for b in boots:
+            boot_once(b, args.accel, args.stage_timeout)
+
+    print(f"\ninitrds (example inventory, kernel from the cache; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    print(f"{'flavour':<8} {'compress':<8} {'size MB':>8} {'unpacked MB':>11} {'cold s':>7} {'cached s':>8}  goal")
+    for i in initrds:
+        goal = SIZE_GOALS_MB[i.flavour]
+        print(f"{i.flavour:<8} {i.compress:<8} {i.size / 1e6:8.1f} {i.unpacked / 1e6:11.1f} {i.cold:7.1f} "
+              f"{i.cached:8.2f}  <= {goal:g} MB: {'met' if i.size / 1e6 <= goal else 'missed'}")
+    for i in initrds:
+        if i.compress == compressors[0]:
+            print(f"largest files, {i.flavour}: " + ", ".join(f"{n.rsplit('/', 1)[-1]} {s / 1e6:.1f}"
+                                                              for s, n in i.largest))
+    print(f"\nboots: QEMU start -> stage, seconds, median (min-max) of {args.runs}, accel {args.accel}")
+    print(f"{'flavour':<8} {'compress':<8} {'via':<7} {'init':>18} " + " ".join(f"{s:>14}" for s in STAGES[:-1]))
+    for b in boots:
+        cols = [f"{statistics.median([r[s] for r in b.runs if s in r]):14.2f}"
+                if any(s in r for r in b.runs) else f"{'-':>14}" for s in STAGES[:-1]]
+        goal = GOALS.get((b.flavour, b.via))
+        verdict = ""
+        if goal and b.runs:
+            met = statistics.median([r["init"] for r in b.runs]) <= goal
+            verdict = f"  goal <= {goal:g} s: {'met' if met else 'missed'}"
+        fails = f"  ({b.failures} failed)" if b.failures else ""
+        print(f"{b.flavour:<8} {b.compress:<8} {b.via:<7} {med([r['init'] for r in b.runs]):>18} "
+              + " ".join(cols) + verdict + fails)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "initrds": [i.__dict__ for i in initrds],
+            "boots": [{"flavour": b.flavour, "compress": b.compress, "via": b.via, "runs": b.runs,
+                       "failures": b.failures} for b in boots],
+        }, indent=2) + "\n")
+    return 1 if any(b.failures for b in boots) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

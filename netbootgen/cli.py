@@ -164,10 +164,21 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str) -> None:
                    "is served copy-on-write and never modified unless --persist.")
 @click.option("--persist", is_flag=True, help="With --root-image: the guest writes to the image itself.")
 @click.option("--image-size", default="1G", show_default=True, help="Size of the Debian image (--root debian).")
+@click.option("--network", type=click.Choice(["slirp", "netns"]), default="slirp", show_default=True,
+              help="slirp: QEMU's own DHCP/TFTP; netns (root): a network namespace with a bridge, the real dnsmasq "
+                   "with the rendered dnsmasq/netbootgen.conf, the AoE target on the bridge, the guest on a tap.")
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True,
+              help="bios: SeaBIOS + iPXE -> PXELINUX; uefi: OVMF + iPXE's EFI driver -> GRUB (grub.cfg-01-MAC).")
+@click.option("--aoe-target", type=click.Choice(["serve", "vblade"]), default="serve", show_default=True,
+              help="With --network netns: netbootgen serve (AF_PACKET on the bridge), or vblade run with the "
+                   "rendered unit's command.")
+@click.option("--dhcp-mode", type=click.Choice(["server", "proxy"]),
+              help="With --network netns: run dnsmasq in this mode (default: the inventory's [dhcp] mode); proxy "
+                   "adds another DHCP server that gives addresses only.")
 def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, dracut: str, accel: str,
               json_path: Path | None, stage_timeout: float, workdir: Path | None,
               timeline_path: Path | None, root: str, root_image: Path | None, persist: bool,
-              image_size: str) -> None:
+              image_size: str, network: str, firmware: str, aoe_target: str, dhcp_mode: str | None) -> None:
     """Boot a machine of INVENTORY under QEMU with its root on netbootgen's AoE target; report each stage.
 
     Exit status 0 only if every stage is reached and the guest's write reached the AoE disk (a real root: and
@@ -180,7 +191,8 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
     inv = load_inventory(inventory)
     opts = BootTestOptions(machine=machine, via=via, accel=accel, systemd=flavour == "systemd", dracut=dracut,
                            stage_timeout=stage_timeout, workdir=workdir, root=root, root_image=root_image,
-                           persist=persist, image_size=parse_size(image_size))
+                           persist=persist, image_size=parse_size(image_size), network=network,
+                           firmware=firmware, aoe_target=aoe_target, dhcp_mode=dhcp_mode)
     result = run_boot_test(inv, opts, cache_dir(), _progress)
     if json_path is not None:
         write_file(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode(), 0o644)

@@ -13,6 +13,8 @@ from typing import Any
 
 from netbootgen.build import build
 from netbootgen.emulate.console import ConsoleReport, Stage, StageResult, follow
+from netbootgen.emulate.firmware import firmware_stages, uefi_vars
+from netbootgen.emulate.netns import network_scope, open_network
 from netbootgen.emulate.qemu import QEMU, QemuSpec, check_accel, dgram_netdev, probe_kvm, qemu_argv
 from netbootgen.emulate.realroot import DEFAULT_SIZE, REAL_ROOT_STAGES, RootCheck, check_root, prepare_root, with_check
 from netbootgen.emulate.rootfs import INIT_MARKER, make_rootfs, read_marker
@@ -40,6 +42,10 @@ class BootTestOptions:
     compress: str | None = None  # the initrd's dracut --compress; None: that dracut's default
     stage_timeout: float = 180.0
     workdir: Path | None = None  # kept after the run; default: a temporary folder, removed
+    network: str = "slirp"  # "slirp" (QEMU's DHCP/TFTP) or "netns" (root: bridge, dnsmasq, tap; emulate/netns.py)
+    firmware: str = "bios"  # "bios" (SeaBIOS + iPXE) or "uefi" (OVMF)
+    aoe_target: str = "serve"  # with netns: "serve" (netbootgen serve on the bridge) or "vblade" (the unit's command)
+    dhcp_mode: str | None = None  # with netns: the [dhcp] mode to run ("server"/"proxy"; default: the inventory's)
     root: str = "busybox"  # "busybox" (made here) or "debian" (netbootgen image build, cached)
     root_image: Path | None = None  # boot this image (the machine's fstype) instead; copy-on-write unless persist
     persist: bool = False  # let the guest write to root_image itself
@@ -164,29 +170,37 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         say(f"root image {image} ({f'{root.source}, {root.fstype}{cow}' if root else 'busybox, ext4'}); "
             "starting the AoE target")
         mtu = machine_mtu(inv, m)
+        net = open_network(opts.network, inv, m, image, built.tftp, work, mtu, opts.aoe_target, opts.dhcp_mode, say)
         args = [*serve_args(ex, image, work, list(m.macs), mtu, root.overlay if root else None), *opts.serve_extra]
-        with TargetRunner(args, work / "target.log", opts.target_plan) as target:
+        if net:
+            args = [*net.serve_args(), *opts.serve_extra]
+        with network_scope(net), TargetRunner(args, work / "target.log", net.plan(opts.target_plan) if net
+                                              else opts.target_plan) as target:
             accel = choose_accel(opts.accel, qemu, kernel, cache)
             qspec = QemuSpec(
                 qemu,
                 accel=accel,
-                netdev=dgram_netdev(work / QEMU_SOCK, work / TARGET_SOCK),
+                netdev=net.netdev if net else dgram_netdev(work / QEMU_SOCK, work / TARGET_SOCK),
+                boot_nic=net is not None and opts.via == "pxe",
+                firmware=opts.firmware,
+                uefi_vars=uefi_vars(work) if opts.firmware == "uefi" else None,
                 mac=m.macs[0],
                 host_mtu=mtu if mtu != 1500 else None,
                 bios_log=work / "bios.log",
-                tftp_root=built.tftp if opts.via == "pxe" else None,
+                tftp_root=built.tftp if opts.via == "pxe" and not net else None,
                 kernel=kernel.vmlinuz if opts.via == "direct" else None,
                 initrd=initrd.path if opts.via == "direct" else None,
                 append=" ".join(kernel_args(inv, m)),
             )
             say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
+            stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))
             boot_start = time.monotonic() - t0
 
             def on_stage(r: StageResult) -> None:
                 progress(f"[{boot_start + (r.t or 0):6.1f}s]   stage {r.name:<15} reached at {r.t:6.2f} s")
                 target.on_stage(r.name)
 
-            report = follow(qemu_argv(qspec), stages_for(opts.via, ex, real), log_path=work / "console.log",
+            report = follow(qemu_argv(qspec), stages, log_path=work / "console.log",
                             bios_log=work / "bios.log", stage_timeout=opts.stage_timeout, progress=on_stage)
             if target.error is not None:
                 raise target.error

@@ -11,12 +11,16 @@ from pathlib import Path
 
 from netbootgen.errors import CommandFailed, InputError
 from netbootgen.output import write_file
+from netbootgen.pxe.grub import GRUB_EFI_IMAGE
 from netbootgen.run import run
 
 QEMU = "qemu-system-x86_64"
 KVM = Path("/dev/kvm")
 # The probe boots a kernel with no root file system: reaching its panic means the KVM guest ran.
 KVM_PROBE_MARK = "Kernel panic"
+# Debian's ovmf: UEFI firmware code (read-only) and the variable store each guest gets a copy of.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 
 
 def optarg(value: str | os.PathLike[str]) -> str:
@@ -59,6 +63,9 @@ class QemuSpec:
     tftp_root: Path | None = None  # PXE: slirp's DHCP + TFTP (bootfile pxelinux.0) share the NIC through a hub
     nic_rom: bool = True  # False: no option ROM on the NIC (a direct boot needs no iPXE; saves time)
     bios_log: Path | None = None  # SeaBIOS's debug port (0x402) output
+    firmware: str = "bios"  # "bios": SeaBIOS; "uefi": OVMF (OVMF_CODE, with `uefi_vars` as its variable store)
+    uefi_vars: Path | None = None  # a writable copy of OVMF_VARS, one per guest
+    boot_nic: bool = False  # network boot from the NIC first (bootindex), without slirp's TFTP
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
@@ -71,6 +78,15 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", "stdio",
     ]  # fmt: skip
+    if spec.firmware == "uefi":
+        if spec.uefi_vars is None:
+            raise ValueError("UEFI firmware needs uefi_vars (a copy of OVMF_VARS)")
+        argv += [
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={optarg(OVMF_CODE)}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={optarg(spec.uefi_vars)}",
+        ]  # fmt: skip
+    elif spec.firmware != "bios":
+        raise ValueError(f"firmware must be bios or uefi, not {spec.firmware!r}")
     if spec.bios_log is not None:
         argv += [
             "-chardev", f"file,id=bios,path={optarg(spec.bios_log)}",
@@ -97,11 +113,14 @@ def _nic(spec: QemuSpec) -> list[str]:
     if not spec.nic_rom:
         nic += ",romfile="
     if spec.tftp_root is None:
-        return ["-netdev", f"{spec.netdev},id=net0", "-device", f"{nic},netdev=net0"]
+        index = ",bootindex=1" if spec.boot_nic else ""
+        return ["-netdev", f"{spec.netdev},id=net0", "-device", f"{nic},netdev=net0{index}",
+                *(["-boot", "order=n"] if spec.boot_nic else [])]
     # One NIC shared by slirp (DHCP + TFTP for PXE) and the AoE backend, through a hub.
+    bootfile = GRUB_EFI_IMAGE if spec.firmware == "uefi" else "pxelinux.0"
     return [
         "-netdev", f"{spec.netdev},id=net0",
-        "-netdev", f"user,id=slirp0,tftp={optarg(spec.tftp_root)},bootfile=pxelinux.0",
+        "-netdev", f"user,id=slirp0,tftp={optarg(spec.tftp_root)},bootfile={bootfile}",
         "-netdev", "hubport,id=hp0,hubid=0,netdev=slirp0",
         "-netdev", "hubport,id=hp1,hubid=0,netdev=net0",
         "-netdev", "hubport,id=hp2,hubid=0",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -33,6 +34,17 @@ from netbootgen.inventory import load_inventory
 from netbootgen.modules.inspect import inspect_initrd
 
 STAGES = ("firmware", "pxelinux", "kernel", "initrd", "aoe-discovered", "root-mounted", "init")
+# Kernel clock (printk time) of the events that show where a boot's seconds go: the initramfs unpacking runs
+# between the first two (asynchronously, beside the rest of the kernel's start).
+KERNEL_EVENTS = {
+    "unpack": r"Trying to unpack rootfs image as initramfs",
+    "unpacked": r"Freeing initrd memory",
+    "/init": r"Run /init as init process",
+    "95aoe": r"95aoe: ",
+    "aoe.ko": r"aoe: AoE v\d+ initialised",
+    "disk": r"aoe: \S+ e\d+\.\d+ v\S+ has \d+ sectors",
+    "mounted": r"EXT4-fs \(etherd!e[^)]*\): mounted",
+}
 GOALS = {("systemd", "pxe"): 15.0, ("systemd", "direct"): 10.0}
 SIZE_GOALS_MB = {"systemd": 12.0, "shell": 8.0}
 
@@ -54,6 +66,7 @@ class Boots:
     compress: str
     via: str
     runs: list[dict[str, float]] = field(default_factory=list)  # stage -> t
+    kernel: list[dict[str, float]] = field(default_factory=list)  # kernel event -> printk time
     failures: int = 0
 
 
@@ -90,8 +103,19 @@ def boot_once(b: Boots, accel: str, timeout: float) -> None:
         say(f"  FAILED: {b.flavour}/{b.compress}/{b.via}: {result.report.failure}")
         return
     b.runs.append(stages)
+    b.kernel.append(kernel_events(result.report.console))
     say(f"  {b.flavour:<8} {b.compress:<5} {b.via:<7} init at {stages['init']:6.2f} s  " +
         " ".join(f"{k}={v:.1f}" for k, v in stages.items() if k != "init"))
+
+
+def kernel_events(console: str) -> dict[str, float]:
+    """The printk time of each KERNEL_EVENTS line (the last "mounted": after 95aoe's fsck)."""
+    found: dict[str, float] = {}
+    for key, pattern in KERNEL_EVENTS.items():
+        times = [float(m[1]) for m in re.finditer(r"\[\s*([0-9]+\.[0-9]+)\] " + pattern, console)]
+        if times:
+            found[key] = times[-1] if key == "mounted" else times[0]
+    return found
 
 
 def med(values: list[float]) -> str:
@@ -157,10 +181,19 @@ def main() -> int:
         fails = f"  ({b.failures} failed)" if b.failures else ""
         print(f"{b.flavour:<8} {b.compress:<8} {b.via:<7} {med([r['init'] for r in b.runs]):>18} "
               + " ".join(cols) + verdict + fails)
+    print("\nkernel clock (printk time, s, median)")
+    print(f"{'flavour':<8} {'compress':<8} {'via':<7} " + " ".join(f"{e:>9}" for e in KERNEL_EVENTS))
+    for b in boots:
+        cols = [statistics.median([k[e] for k in b.kernel if e in k]) if any(e in k for k in b.kernel) else None
+                for e in KERNEL_EVENTS]
+        unpack = [k["unpacked"] - k["unpack"] for k in b.kernel if "unpack" in k and "unpacked" in k]
+        line = " ".join(f"{'-' if c is None else f'{c:.1f}':>9}" for c in cols)
+        tail = f"   unpacking {statistics.median(unpack):.2f} s" if unpack else ""
+        print(f"{b.flavour:<8} {b.compress:<8} {b.via:<7} {line}{tail}")
     if args.json:
         args.json.write_text(json.dumps({
             "initrds": [i.__dict__ for i in initrds],
-            "boots": [{"flavour": b.flavour, "compress": b.compress, "via": b.via, "runs": b.runs,
+            "boots": [{"flavour": b.flavour, "compress": b.compress, "via": b.via, "runs": b.runs, "kernel": b.kernel,
                        "failures": b.failures} for b in boots],
         }, indent=2) + "\n")
     return 1 if any(b.failures for b in boots) else 0

@@ -59,7 +59,8 @@ def build(
         p = inv.profiles[name]
         progress(f"profile {name}: kernel {p.kernel_path or p.kernel_version} ...")
         kernels[name] = profile_kernel(p, cache)
-    checks = {r.profile: r for r in check_inventory(inv, kernels, progress)}
+    compressor = compress or ("zstd" if dracut == "ng" else "gzip")  # each dracut's default
+    checks = {r.profile: r for r in check_inventory(inv, kernels, progress, compressor)}
     require_bootable(checks.values())
     files = render_inventory(inv)
     written = write_tree(out, files)

@@ -14,8 +14,9 @@ import pytest
 from click.testing import Result
 
 from netbootgen.errors import NetbootgenError
+from netbootgen.kernel.check import Finding, ProfileReport
 from netbootgen.modules.cpio import read_initramfs
-from netbootgen.modules.inspect import inspect_initrd
+from netbootgen.modules.inspect import check_against, inspect_initrd
 
 KVER = "9.9.9-test"
 COMPRESSORS = {"gzip": ["gzip", "-c"], "xz": ["xz", "-c", "--check=crc32"], "zstd": ["zstd", "-q", "-c"],
@@ -130,3 +131,16 @@ def test_hard_links_share_their_data(tmp_path: Path) -> None:
     assert b" 0 " in stored.stdout  # one of the names really has no data in the archive
     assert files["a"].data == files["b"].data == b"shared\n"
     assert files["a"].nlink == files["b"].nlink == 2
+
+
+def test_checked_against_a_kernel_check(tmp_path: Path) -> None:
+    if shutil.which("zstd") is None:
+        pytest.skip("zstd not found")
+    r = inspect_initrd(make_initrd(tmp_path, "zstd"))
+    nic = Finding("NIC driver e1000e", True, ("e1000e",))
+    fs = Finding("root file system ext4", True, ("jbd2", "ext4", "crc16"), builtin=("crc16",))
+    found = check_against(r, ProfileReport("p", "6.1.0-57-amd64", (nic, fs), unpacks=("gzip", "xz")))
+    assert found == ["the initrd's modules are for kernel 9.9.9-test, profile p boots 6.1.0-57-amd64",
+                     "kernel 6.1.0-57-amd64 cannot unpack a zstd initrd (see CONFIG_RD_* in its config)",
+                     "profile p: NIC driver e1000e needs e1000e, which the initrd lacks"]
+    assert r.problems == found

@@ -36,7 +36,8 @@ MODULES: dict[str, tuple[str, list[str], list[str]]] = {
 
 
 def make_kernel(tmp: Path, *, without: tuple[str, ...] = (), vermagic: str = KVER,
-                config: str = "CONFIG_ATA_OVER_ETH=m\nCONFIG_EXT4_FS=m\n") -> Path:
+                config: str = "CONFIG_ATA_OVER_ETH=m\nCONFIG_EXT4_FS=m\nCONFIG_BLK_DEV_INITRD=y\nCONFIG_RD_GZIP=y\n"
+                ) -> Path:
     root = tmp / "kernel"
     moddir = root / "lib/modules" / KVER
     (moddir / "kernel").mkdir(parents=True)
@@ -90,7 +91,7 @@ def test_without_aoe(tmp_path: Path, cli: Callable[..., Result]) -> None:
     assert "AoE: aoe.ko is not in lib/modules/9.9.9-test" in res.output
     assert "CONFIG_ATA_OVER_ETH=m in config-9.9.9-test" in res.output
     assert "      CONFIG_ATA_OVER_ETH=m" in res.output  # the fragment's line that fixes it
-    built_in = make_kernel(tmp_path / "y", without=("aoe",), config="CONFIG_ATA_OVER_ETH=y\n")
+    built_in = make_kernel(tmp_path / "y", without=("aoe",), config="CONFIG_ATA_OVER_ETH=y\nCONFIG_BLK_DEV_INITRD=y\n")
     cli("kernel", "check", inventory(tmp_path / "y", built_in), expect=0)
 
 
@@ -110,7 +111,7 @@ def test_a_missing_dependency_and_a_foreign_vermagic(tmp_path: Path) -> None:
     root = make_kernel(tmp_path / "b", vermagic="6.1.0-1-amd64")
     report = check_profile(facts(root), p)
     assert not report.ok
-    assert all("built for another kernel than 9.9.9-test" in f.problem for f in report.findings)
+    assert all("built for another kernel than 9.9.9-test" in f.problem for f in report.findings if f.modules)
     assert "aoe (vermagic '6.1.0-1-amd64 SMP preempt mod_unload')" in report.errors()[0]
 
 
@@ -160,3 +161,14 @@ def test_build_refuses_a_kernel_without_aoe(tmp_path: Path, cli: Callable[..., R
     res = cli("validate", inventory(tmp_path, root), expect=1)
     assert "AoE" in res.output
     cli("validate", "--kernels", "skip", inventory(tmp_path, root), expect=0)
+
+
+def test_the_initrd_compressor_must_be_one_the_kernel_unpacks(tmp_path: Path) -> None:
+    root = make_kernel(tmp_path)
+    p = load_inventory(inventory(tmp_path, root)).profiles["virtio"]
+    ok = check_profile(facts(root), p, compress="gzip")
+    assert ok.ok and ok.unpacks == ("gzip",)
+    report = check_profile(facts(root), p, compress="zstd")
+    (f,) = [f for f in report.findings if not f.ok]
+    assert f.what == "initrd (zstd)" and f.problem == "CONFIG_RD_ZSTD not set in config-9.9.9-test"
+    assert f.fix == ("CONFIG_RD_ZSTD=y",)

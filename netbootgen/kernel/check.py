@@ -25,6 +25,9 @@ VIRTIO_VENDOR = 0x1AF4
 # 0x1040 + the virtio device id.
 VIRTIO_LEGACY = {0x1000: 1, 0x1001: 2, 0x1002: 5, 0x1003: 3, 0x1004: 8, 0x1005: 4, 0x1009: 9}
 VIRTIO_PCI_SYMBOL = "CONFIG_VIRTIO_PCI"
+# initrd compressor (as netbootgen.modules.cpio names them) -> the kernel option that unpacks it
+RD_SYMBOLS = {"gzip": "CONFIG_RD_GZIP", "bzip2": "CONFIG_RD_BZIP2", "lzma": "CONFIG_RD_LZMA", "xz": "CONFIG_RD_XZ",
+              "lzo": "CONFIG_RD_LZO", "lz4": "CONFIG_RD_LZ4", "zstd": "CONFIG_RD_ZSTD"}
 
 
 class KernelCheckFailed(NetbootgenError):
@@ -50,6 +53,8 @@ class ProfileReport:
     profile: str
     kernel: str
     findings: tuple[Finding, ...]
+    # the initrd compressors the kernel unpacks; None when the tree has no boot/config-VER to tell
+    unpacks: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -168,10 +173,21 @@ def _finish(facts: KernelFacts, what: str, chain: list[str], problem: str, fix: 
     return Finding(what, not problem, tuple(chain), builtin, problem, fix if problem else (), notes)
 
 
-def check_profile(facts: KernelFacts, p: Profile, fstypes: Iterable[str] = ("ext4",)) -> ProfileReport:
+def check_profile(facts: KernelFacts, p: Profile, fstypes: Iterable[str] = ("ext4",),
+                  compress: str | None = None) -> ProfileReport:
+    """`compress`: the initrd's compressor, checked against the kernel's config when it has one."""
     fstypes = sorted(set(fstypes))
     given = dict(p.kconfig_symbols)
     findings = []
+    unpacks = None
+    if facts.config:
+        unpacks = tuple(c for c, sym in RD_SYMBOLS.items() if facts.config.get(sym) == "y")
+        need = ["CONFIG_BLK_DEV_INITRD", *([RD_SYMBOLS[compress]] if compress in RD_SYMBOLS else [])]
+        unset = [sym for sym in need if facts.config.get(sym) != "y"]
+        note = f"kernel {facts.tree.version} unpacks {', '.join(unpacks) or 'no compressed'} initrds"
+        findings.append(Finding(f"initrd ({compress or 'any compressor'})", not unset, (), (),
+                                f"{', '.join(unset)} not set in {facts.tree.config.name}" if unset else "",
+                                tuple(f"{sym}=y" for sym in unset), (note,)))
     # AoE
     aoe_fix = _fragment_lines(p, fstypes, ("CONFIG_NET", "CONFIG_BLK_DEV", "CONFIG_ATA_OVER_ETH"))
     if facts.config.get("CONFIG_ATA_OVER_ETH") == "y" or facts.index.is_builtin("aoe"):
@@ -208,7 +224,7 @@ def check_profile(facts: KernelFacts, p: Profile, fstypes: Iterable[str] = ("ext
         problem = "" if mods else (f"no module of kernel {facts.tree.version} provides fs-{fs} and it is not "
                                    "built in")
         findings.append(_finish(facts, f"root file system {fs}", facts.index.closure(mods), problem, fix))
-    return ProfileReport(p.name, facts.tree.version, tuple(findings))
+    return ProfileReport(p.name, facts.tree.version, tuple(findings), unpacks)
 
 
 def available_kernel(p: Profile, cache: Path) -> KernelTree | None:
@@ -224,8 +240,10 @@ def available_kernel(p: Profile, cache: Path) -> KernelTree | None:
 
 
 def check_inventory(inv: Inventory, kernels: dict[str, KernelTree],
-                    progress: Callable[[str], None] = lambda msg: None) -> list[ProfileReport]:
-    """Check each profile named in `kernels` against its kernel (the machines' file systems included)."""
+                    progress: Callable[[str], None] = lambda msg: None,
+                    compress: str | None = None) -> list[ProfileReport]:
+    """Check each profile named in `kernels` against its kernel (the machines' file systems included;
+    `compress`: the initrd's compressor, if known)."""
     fstypes = profile_fstypes(inv)
     facts: dict[Path, KernelFacts] = {}
     reports = []
@@ -233,7 +251,8 @@ def check_inventory(inv: Inventory, kernels: dict[str, KernelTree],
         progress(f"profile {name}: checking kernel {tree.version} (config, modules, .modinfo) ...")
         if tree.moddir not in facts:
             facts[tree.moddir] = KernelFacts.load(tree)
-        reports.append(check_profile(facts[tree.moddir], inv.profiles[name], fstypes.get(name, {"ext4"})))
+        reports.append(check_profile(facts[tree.moddir], inv.profiles[name], fstypes.get(name, {"ext4"}),
+                                     compress))
     return reports
 
 

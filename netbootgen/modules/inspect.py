@@ -132,11 +132,15 @@ def _check_self(r: InitrdReport) -> None:
 
 
 def check_against(r: InitrdReport, check: ProfileReport) -> list[str]:
-    """Problems of initrd `r` for a profile whose kernel check is `check`: the kernel version, and each
-    module of the AoE, NIC and root file system chains (built-in ones need nothing). Also added to r."""
+    """Problems of initrd `r` for a profile whose kernel check is `check`: the kernel version, its compression
+    (the kernel's CONFIG_RD_*), and each module of the AoE, NIC and root file system chains (built-in ones
+    need nothing). Also added to r."""
     found = []
     if r.kernel is not None and r.kernel != check.kernel:
         found.append(f"the initrd's modules are for kernel {r.kernel}, profile {check.profile} boots {check.kernel}")
+    for _, kind, _, _ in r.archives:
+        if kind != "none" and check.unpacks is not None and kind not in check.unpacks:
+            found.append(f"kernel {check.kernel} cannot unpack a {kind} initrd (see CONFIG_RD_* in its config)")
     for f in check.findings:
         missing = [m for m in f.modules if m not in f.builtin and not r.has_module(m)]
         if missing:

@@ -117,6 +117,11 @@ dracut_option = click.option(
     help="Which dracut builds the initrd: the system's (Debian 12: 059), or ng: dracut-ng 106 (Debian 13's), "
     "fetched from Debian's trixie sources and built into the cache on first use (needs gcc, libkmod-dev).")
 
+compress_option = click.option(
+    "--compress", type=click.Choice(["gzip", "zstd", "xz", "lz4"]),
+    help="The initrd's compressor (dracut --compress; default: that dracut's own, gzip for 059, zstd for ng). "
+    "The kernel must unpack it (CONFIG_RD_*; checked before the build). docs/benchmarks.md compares them.")
+
 
 @main.command()
 @inventory_arg
@@ -125,12 +130,14 @@ dracut_option = click.option(
 @click.option("--initrd", "flavour", type=click.Choice(["systemd", "shell"]), default="systemd", show_default=True,
               help="systemd initrd, or dracut's shell-only initrd (--omit systemd).")
 @dracut_option
-def build(inventory: Path | None, out: Path, flavour: str, dracut: str) -> None:
+@compress_option
+def build(inventory: Path | None, out: Path, flavour: str, dracut: str, compress: str | None) -> None:
     """Render, fetch each profile's kernel, build its initrd with dracut, and lay out the TFTP tree."""
     from netbootgen.build import build as run_build
 
     inv = load_inventory(inventory)
-    result = run_build(inv, out, cache_dir(), systemd=flavour == "systemd", progress=_progress, dracut=dracut)
+    result = run_build(inv, out, cache_dir(), systemd=flavour == "systemd", progress=_progress, dracut=dracut,
+                       compress=compress)
     for p in result.profiles.values():
         how = "cached" if p.initrd.cached else f"built in {p.initrd.seconds:.1f} s"
         click.echo(f"profile {p.name}: kernel {p.kernel.version}, initrd {p.initrd.size / 1e6:.1f} MB ({how})")
@@ -145,6 +152,7 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str) -> None:
 @click.option("--initrd", "flavour", type=click.Choice(["systemd", "shell"]), default="systemd", show_default=True,
               help="systemd initrd, or dracut's shell-only initrd.")
 @dracut_option
+@compress_option
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto", show_default=True,
               help="auto: KVM only if a probe boot works here (cached), else TCG.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -175,7 +183,8 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str) -> None:
 @click.option("--dhcp-mode", type=click.Choice(["server", "proxy"]),
               help="With --network netns: run dnsmasq in this mode (default: the inventory's [dhcp] mode); proxy "
                    "adds another DHCP server that gives addresses only.")
-def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, dracut: str, accel: str,
+def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, dracut: str,
+              compress: str | None, accel: str,
               json_path: Path | None, stage_timeout: float, workdir: Path | None,
               timeline_path: Path | None, root: str, root_image: Path | None, persist: bool,
               image_size: str, network: str, firmware: str, aoe_target: str, dhcp_mode: str | None) -> None:
@@ -190,6 +199,7 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
 
     inv = load_inventory(inventory)
     opts = BootTestOptions(machine=machine, via=via, accel=accel, systemd=flavour == "systemd", dracut=dracut,
+                           compress=compress,
                            stage_timeout=stage_timeout, workdir=workdir, root=root, root_image=root_image,
                            persist=persist, image_size=parse_size(image_size), network=network,
                            firmware=firmware, aoe_target=aoe_target, dhcp_mode=dhcp_mode)

@@ -172,3 +172,12 @@ def test_the_initrd_compressor_must_be_one_the_kernel_unpacks(tmp_path: Path) ->
     (f,) = [f for f in report.findings if not f.ok]
     assert f.what == "initrd (zstd)" and f.problem == "CONFIG_RD_ZSTD not set in config-9.9.9-test"
     assert f.fix == ("CONFIG_RD_ZSTD=y",)
+
+
+def test_build_refuses_a_compressor_the_kernel_cannot_unpack(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    root = make_kernel(tmp_path)  # CONFIG_RD_GZIP only
+    out = tmp_path / "out"
+    res = cli("build", inventory(tmp_path, root), "--out", out, "--compress", "zstd", expect=1)
+    assert "initrd (zstd): CONFIG_RD_ZSTD not set in config-9.9.9-test" in res.output
+    assert "      CONFIG_RD_ZSTD=y" in res.output
+    assert not out.exists()

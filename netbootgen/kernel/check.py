@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from netbootgen.errors import NetbootgenError
@@ -227,12 +228,18 @@ def check_profile(facts: KernelFacts, p: Profile, fstypes: Iterable[str] = ("ext
     return ProfileReport(p.name, facts.tree.version, tuple(findings), unpacks)
 
 
+@lru_cache(maxsize=8)
+def _resolved(version: str) -> str:
+    """resolve_version, once per process ("auto" asks apt-cache)."""
+    return resolve_version(version)
+
+
 def available_kernel(p: Profile, cache: Path) -> KernelTree | None:
     """The profile's kernel if it is here without a download (kernel_path, or the package in the cache)."""
     if p.kernel_path is not None:
         return local_kernel(Path(p.kernel_path))
     try:
-        version = resolve_version(p.kernel_version)
+        version = _resolved(p.kernel_version)
     except NetbootgenError:
         return None
     root = kernel_cache(cache, version)

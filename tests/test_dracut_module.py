@@ -216,6 +216,7 @@ def sandbox(tmp_path: Path) -> Sandbox:
 
 HOOK_HARNESS = """\
 . "$PRELUDE"
+[ -n "$TEST_HOOKDIR" ] && hookdir=$TEST_HOOKDIR
 root=; netroot=; rflags=; fstype=auto; rootok=
 . "$HOOK"
 echo "root=$root"
@@ -226,13 +227,13 @@ echo "leftover=$aoedev$aoe_dev$aoe_fstype$aoe_flags"
 """
 
 
-def run_hook(module_dir: Path, sandbox: Sandbox, cmdline: str) -> str:
+def run_hook(module_dir: Path, sandbox: Sandbox, cmdline: str, hookdir: Path | None = None) -> str:
     """The hook's variables and its initqueue and wait_for_dev calls, then what it wrote to /dev/kmsg."""
     prelude, harness = sandbox.top / "prelude.sh", sandbox.top / "hook-harness.sh"
     prelude.write_text(PRELUDE)
     harness.write_text(HOOK_HARNESS)
     env = {"TEST_CMDLINE": cmdline, "PRELUDE": str(prelude), "AOE_LIB": str(module_dir / "aoe-lib.sh"),
-           "HOOK": str(module_dir / "parse-aoeroot.sh")}
+           "HOOK": str(module_dir / "parse-aoeroot.sh"), "TEST_HOOKDIR": str(hookdir or "")}
     proc = sandbox.run([tool("dash"), str(harness)], env)
     calls = [f"INITQUEUE {c.removeprefix('initqueue ')}" for c in sandbox.calls() if c.startswith("initqueue ")]
     return "\n".join([proc.stdout + proc.stderr, *calls, (sandbox.dev / "kmsg").read_text()])
@@ -304,6 +305,20 @@ def test_cmdline_hook_netroot_alone_or_beside_another_disk(module_dir: Path, san
     for line in expect:
         assert line in out.splitlines(), out
     assert "[/sbin/aoeroot]" in out
+
+
+def test_cmdline_hook_drops_the_wait_for_a_device_number(module_dir: Path, sandbox: Sandbox, tmp_path: Path) -> None:
+    """In a systemd initrd dracut-rootfs-generator has already made the initqueue wait for root=/dev/block/152:N;
+    the AoE disk may get another number, so the hook that takes the root from netroot drops that wait."""
+    finished = tmp_path / "hooks" / "initqueue" / "finished"
+    finished.mkdir(parents=True)
+    by_number = finished / "devexists-\\x2fdev\\x2fblock\\x2f152:16.sh"
+    other = finished / "devexists-\\x2fdev\\x2fsda1.sh"
+    by_number.write_text('[ -e "/dev/block/152:16" ]\n')
+    other.write_text('[ -e "/dev/sda1" ]\n')
+    out = run_hook(module_dir, sandbox, "root=/dev/block/152:16 netroot=aoe:e0.1:ext4", tmp_path / "hooks")
+    assert "root=block:/dev/etherd/e0.1" in out.splitlines(), out
+    assert not by_number.exists() and other.exists()
 
 
 @pytest.mark.parametrize("cmdline", ["root=aoe:x0.1", "root=aoe:e0", "root=aoe:eA.1", "root=aoe:e0.1x",

@@ -8,6 +8,7 @@
 # numbers its disks in the order it finds them, so the root is taken from netroot's stable eS.L name instead.
 
 # shellcheck disable=SC2034 # root, rootok, fstype and rflags are read by dracut after this hook
+# shellcheck disable=SC2154 # hookdir is set by dracut-lib.sh
 # shellcheck disable=SC1091 # dracut-lib.sh exists only inside the initrd
 type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
 # shellcheck source-path=SCRIPTDIR source=aoe-lib.sh # installed by module-setup.sh
@@ -32,7 +33,12 @@ if [ -z "$aoedev" ] && [ "${netroot%%:*}" = "aoe" ]; then
     aoe_parse_spec "${netroot#aoe:}"
     aoedev=$aoe_dev
     case "$root" in
-        block:/dev/block/152:* | /dev/block/152:*) aoeroot=1 ;;
+        block:/dev/block/152:* | /dev/block/152:*)
+            aoeroot=1
+            # a systemd initrd's dracut-rootfs-generator already waits for that number, which the disk may not
+            # get (the driver numbers disks in the order it finds them): wait for netroot's disk instead
+            rm -f "$hookdir/initqueue/finished/devexists-$(str_replace "${root#block:}" '/' '\x2f').sh"
+            ;;
         block:* | /dev/* | LABEL=* | UUID=* | PARTUUID=* | PARTLABEL=*) ;;
         *) aoeroot=1 ;;
     esac

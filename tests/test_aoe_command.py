@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import stat
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
+from netbootgen.aoe import backing as backing_mod
 from netbootgen.aoe.command import ServedExport, default_mac, open_served, parse_export_options, serve_command
 from netbootgen.aoe.store import ExportSpec
+from netbootgen.run import run as subprocess_run
 
 
 @pytest.fixture
@@ -171,3 +178,126 @@ def test_transport_not_a_socket(disk: Path, sockdir: Path) -> None:
 )
 def test_default_mac(shelf: int, slot: int, mac: str) -> None:
     assert default_mac(ExportSpec(shelf, slot, Path("x"))).hex() == mac
+
+
+# -- the same bytes under another name, files that are not storage, ASCII digits, a live bind path -------------
+
+
+def nowhere(sockdir: Path) -> str:
+    """A transport that cannot be bound: a command that wrongly accepted its exports fails, never serves."""
+    return f"unix-stream:{sockdir}/missing/s.sock"
+
+
+def _losetup(*args: str) -> str:
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        pytest.skip("needs root and losetup (Debian package mount)")
+    res = subprocess_run(["losetup", *args], check=False, capture=True)
+    if res.returncode != 0:
+        pytest.skip(f"losetup {' '.join(args)}: {res.stderr.strip()}")
+    return res.stdout.strip()
+
+
+@pytest.fixture
+def loop(disk: Path) -> Iterator[str]:
+    """A loop device backed by `disk` from its sector 40 on."""
+    dev = _losetup("--find", "--show", "--offset", str(40 * 512), os.fspath(disk))
+    try:
+        yield dev
+    finally:
+        subprocess_run(["losetup", "--detach", dev], check=False)
+
+
+def test_file_and_its_loop_device_overlap(disk: Path, loop: str, tmp_path: Path, sockdir: Path) -> None:
+    # Loop sector 0 is file sector 40: the file's sectors 30-49 and the loop's 0-9 are the same bytes.
+    code, out = run("--export", f"1.1={disk},offset=30,length=20", "--export", f"1.2={loop},length=10",
+                    "--transport", nowhere(sockdir))  # fmt: skip
+    assert code == 2, out
+    assert f"'1.2={loop},length=10': window overlaps '1.1={disk},offset=30,length=20'" in out
+    # Side by side: file sectors 0-39 and the loop (file sectors 40-99) share nothing.
+    values = [f"1.1={disk},length=40", f"1.2={loop}"]
+    exports = open_exports(parse_export_options(values), values)
+    assert [e.sectors for e in exports] == [40, 60]
+    for exp in exports:
+        exp.close()
+    # A second device node of the same block device is the same device.
+    st = os.stat(loop)
+    node = tmp_path / "again"
+    os.mknod(node, 0o600 | stat.S_IFBLK, st.st_rdev)
+    values = [f"1.1={node},length=10", f"1.2={loop},offset=5,length=10"]
+    with pytest.raises(click.BadParameter, match="window overlaps"):
+        open_exports(parse_export_options(values), values)
+
+
+def test_partition_followed_to_its_disk_through_sysfs(tmp_path: Path) -> None:
+    # No partitioned device here to test with (loop devices are not scanned on every kernel): a sysfs tree
+    # shaped like the kernel's. Partition 8:1 starts at sector 2048 of disk 8:0, loop 7:0 is backed by a file.
+    sysfs = tmp_path / "sys"
+    disk_dir = sysfs / "devices" / "virtual" / "block" / "sda"
+    (disk_dir / "sda1").mkdir(parents=True)
+    (disk_dir / "dev").write_text("8:0\n")
+    (disk_dir / "sda1" / "partition").write_text("1\n")
+    (disk_dir / "sda1" / "start").write_text("2048\n")
+    (disk_dir / "sda1" / "dev").write_text("8:1\n")
+    backing = tmp_path / "backing.img"
+    backing.write_bytes(bytes(512))
+    loop_dir = sysfs / "devices" / "virtual" / "block" / "loop0"
+    (loop_dir / "loop").mkdir(parents=True)
+    (loop_dir / "loop" / "backing_file").write_text(f"{backing}\n")
+    (loop_dir / "loop" / "offset").write_text("4096\n")
+    links = sysfs / "dev" / "block"
+    links.mkdir(parents=True)
+    for name, target in (("8:0", disk_dir), ("8:1", disk_dir / "sda1"), ("7:0", loop_dir)):
+        (links / name).symlink_to(target)
+    st = backing.stat()
+    assert backing_mod._resolve_block(8, 1, 0, sysfs, 0) == (("blk", 8, 0), 2048 * 512)
+    assert backing_mod._resolve_block(8, 0, 0, sysfs, 0) == (("blk", 8, 0), 0)
+    assert backing_mod._resolve_block(7, 0, 512, sysfs, 0) == (("file", st.st_dev, st.st_ino), 4608)
+    assert backing_mod._resolve_block(9, 9, 0, sysfs, 0) == (("blk", 9, 9), 0)  # unknown to sysfs: itself
+    (loop_dir / "loop" / "backing_file").write_text(f"{backing} (deleted)\n")
+    assert backing_mod._resolve_block(7, 0, 0, sysfs, 0) == (("blk", 7, 0), 0)
+
+
+def test_fifo_refused_without_hanging(disk: Path, tmp_path: Path, sockdir: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for value in (f"1.2={fifo},ro", f"1.2={fifo}"):
+        # In a child process: open() of a FIFO without a writer blocks; the timeout turns a hang into a failure.
+        res = subprocess_run([sys.executable, "-m", "netbootgen.aoe", "--export", value, "--transport",
+                              nowhere(sockdir)], check=False, timeout=20)  # fmt: skip
+        assert res.returncode == 2, res.stderr
+        assert f"Invalid value for '--export': '{value}'" in res.stderr and "is a FIFO" in res.stderr
+    code, out = run("--export", f"1.2={tmp_path},ro", "--transport", nowhere(sockdir))
+    assert code == 2 and "is a directory" in out
+
+
+@pytest.mark.parametrize(
+    "value", ["١.٢={disk}", "1.٢={disk}", "１.2={disk}", "1.2={disk},offset=١", "1.2={disk},length=٣"]
+)
+def test_non_ascii_digits_refused(disk: Path, sockdir: Path, value: str) -> None:
+    code, out = run("--export", value.format(disk=disk), "--transport", nowhere(sockdir))
+    assert code == 2, out
+    assert "Invalid value for '--export'" in out
+
+
+@pytest.mark.parametrize("kind", ["unix-dgram", "unix-stream"])
+def test_live_bind_path_refused(disk: Path, sockdir: Path, kind: str) -> None:
+    path = sockdir / "t.sock"
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM if kind == "unix-dgram" else socket.SOCK_STREAM)
+    live.bind(os.fspath(path))
+    if kind == "unix-stream":
+        live.listen()
+    transport = f"unix-dgram:{path}:{sockdir}/q.sock" if kind == "unix-dgram" else f"unix-stream:{path}"
+    try:
+        # In a child process: one that took the path over would serve until the timeout.
+        res = subprocess_run([sys.executable, "-m", "netbootgen.aoe", "--export", f"1.2={disk}", "--transport",
+                              transport], check=False, timeout=20)  # fmt: skip
+        assert res.returncode == 2, res.stderr
+        assert f"Invalid value for '--transport': '{transport}'" in res.stderr and "in use" in res.stderr
+        assert path.exists()
+        # The first one still gets its frames.
+        if kind == "unix-dgram":
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(b"x", os.fspath(path))
+            assert live.recv(10) == b"x"
+    finally:
+        live.close()

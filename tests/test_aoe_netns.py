@@ -13,7 +13,6 @@ import ctypes
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from netbootgen.aoe import protocol as p
 from netbootgen.aoe.server import ServeLoop, open_transport
 from netbootgen.aoe.store import ExportSpec, OpenExport
 from netbootgen.aoe.target import Target
+from netbootgen.run import run
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -35,7 +35,7 @@ SECTORS = 64
 
 
 def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+    run(["ip", *args])
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def netns() -> Iterator[str]:
             _ip("-n", name, "link", "set", dev, "up")
         yield name
     finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        run(["ip", "netns", "del", name], check=False)
 
 
 def in_netns(name: str, fn: Callable[[], T]) -> T:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netbootgen.aoe import protocol as p
+from netbootgen.aoe.backing import storage_of
 from netbootgen.aoe.cow import CowOverlay
 
 SECTOR = p.SECTOR_SIZE
@@ -48,11 +49,13 @@ class ExportSpec:
         return p.aoe_name(self.shelf, self.slot)
 
 
-_ADDR_RE = re.compile(r"e?(\d+)\.(\d+)")
+_ADDR_RE = re.compile(r"e?([0-9]+)\.([0-9]+)")  # ASCII digits only (not e.g. '١.٢')
 
 
 def _parse_count(part: str, key: str, value: str) -> int:
     try:
+        if not value.isascii():
+            raise ValueError(value)
         n = int(value, 0)
     except ValueError:
         raise ValueError(f"{part!r}: {key} must be an integer number of sectors") from None
@@ -114,6 +117,21 @@ def _device_bytes(fd: int) -> int:
     raise ValueError("not a regular file or block device")
 
 
+def _open_storage(path: Path, flags: int) -> int:
+    """Open a regular file or block device; anything else (a FIFO would block in open) is a ValueError."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+            raise ValueError(f"{os.fspath(path)} is {kind}, not a regular file or block device")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class OpenExport:
     """An open backing file/device restricted to the spec's sector window.
 
@@ -151,7 +169,7 @@ class OpenExport:
             flags |= os.O_SYNC
         if direct:
             flags |= os.O_DIRECT
-        self.fd = os.open(spec.path, flags)
+        self.fd = _open_storage(spec.path, flags)
         try:
             total = _device_bytes(self.fd) // SECTOR
             if spec.offset >= total:
@@ -164,7 +182,6 @@ class OpenExport:
                     f"offset {spec.offset} + length {spec.length} exceeds the size of "
                     f"{os.fspath(spec.path)} ({total} sectors)"
                 )
-            st = os.fstat(self.fd)
             self.sectors: int = spec.length if spec.length is not None else avail
             self.base = spec.offset * SECTOR
             self.cow = (
@@ -173,11 +190,12 @@ class OpenExport:
         except BaseException:
             os.close(self.fd)
             raise
-        # The file whose bytes a write changes (the overlay of a cow export), and the one reads may come from.
-        self.source_id = (st.st_dev, st.st_ino)
+        # The storage whose bytes a write changes (the overlay of a cow export), and the one reads may come from
+        # (files and block devices followed to what they store on: netbootgen.aoe.backing), with the byte of
+        # that storage where fd's byte 0 lies.
+        self.source_id, self.origin = storage_of(self.fd)
         if self.cow is not None:
-            ost = os.fstat(self.cow.fd)
-            self.device_id = (ost.st_dev, ost.st_ino)
+            self.device_id = storage_of(self.cow.fd)[0]
         else:
             self.device_id = self.source_id
         # Plain I/O: one pread/pwrite on fd at base (the C hot path may answer it); not O_DIRECT, not cow.
@@ -243,8 +261,9 @@ class OpenExport:
         return self._window_overlaps(other)
 
     def _window_overlaps(self, other: OpenExport) -> bool:
-        a0, a1 = self.base, self.base + self.sectors * SECTOR
-        b0, b1 = other.base, other.base + other.sectors * SECTOR
+        a0 = self.origin + self.base
+        b0 = other.origin + other.base
+        a1, b1 = a0 + self.sectors * SECTOR, b0 + other.sectors * SECTOR
         return a0 < b1 and b0 < a1
 
     def read_into(self, buf: memoryview, lba: int, count: int) -> int:

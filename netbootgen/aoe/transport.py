@@ -55,8 +55,27 @@ def set_timeout(sock: socket.socket, option: int, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, option, tv)
 
 
+def socket_in_use(path: Path, kind: socket.SocketKind) -> bool:
+    """True when a process is bound to the unix socket at path (connect succeeds, or finds another socket
+    type there); False for a stale socket file left by a process that is gone (ECONNREFUSED)."""
+    with socket.socket(socket.AF_UNIX, kind) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(os.fspath(path))
+        except ConnectionRefusedError:
+            return False
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            return e.errno in (errno.EPROTOTYPE, errno.EAGAIN, errno.ETIMEDOUT) or isinstance(e, TimeoutError)
+    return True
+
+
 def bind_unix(sock: socket.socket, path: Path) -> tuple[int, int]:
-    """Bind to path, replacing a stale socket (never another kind of file); returns (dev, ino)."""
+    """Bind to path, replacing a stale socket (never a live one, nor another kind of file); returns (dev, ino).
+
+    A socket some process is still bound to (another `netbootgen serve`, a QEMU) raises OSError EADDRINUSE.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -64,6 +83,9 @@ def bind_unix(sock: socket.socket, path: Path) -> tuple[int, int]:
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise FileExistsError(errno.EEXIST, "exists and is not a socket", os.fspath(path))
+        if socket_in_use(path, sock.type):
+            raise OSError(errno.EADDRINUSE, "in use: another process (a running netbootgen serve?) is bound to it",
+                          os.fspath(path))
         os.unlink(path)
     sock.bind(os.fspath(path))
     st = os.lstat(path)

@@ -190,14 +190,16 @@ def test_lossy_link_boot(work: Path, clean_boot: BootTestResult, table: Table) -
 
 
 def test_target_starts_20_s_after_the_guest(work: Path, clean_boot: BootTestResult, table: Table) -> None:
-    result = run_boot(load_inventory(None), work, TargetPlan(start_after=20.0))
+    """20 s after 95aoe starts asking (its `initrd` line), not after QEMU starts: how long the kernel takes to get
+    there under TCG depends on the machine's load, and the point is that 95aoe keeps asking."""
+    result = run_boot(load_inventory(None), work, TargetPlan(start_at="initrd", start_after=20.0))
     assert_booted(result)
-    (t_start, what), = result.target_events[1:]
-    assert what == "target started (late)" and t_start >= 20
-    initrd = next(s for s in result.report.stages if s.name == "initrd")
-    assert initrd.t is not None and initrd.t < 20, describe(result)  # 95aoe was asking before the target ran
-    table.boots.append(("target starts 20 s after the guest", result.to_json()))
-    table.rows.append(Row("target starts 20 s after the guest", "boots (95aoe keeps asking)",
+    assert [e for _, e in result.target_events] == ["target starts 20 s after stage initrd",
+                                                    "target started (late)"], describe(result)
+    t = {s.name: s.t or 0.0 for s in result.report.stages}
+    assert t["aoe-discovered"] - t["initrd"] >= 19.5, describe(result)
+    table.boots.append(("target starts 20 s after 95aoe asks", result.to_json()))
+    table.rows.append(Row("target starts 20 s after the guest's 95aoe starts asking", "boots (95aoe keeps asking)",
                           f"{boot_seconds(result):.1f} s ({boot_seconds(result) - boot_seconds(clean_boot):+.1f} s)",
                           "marker file"))
 

@@ -211,7 +211,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
             say(f"root file system {'clean' if root_check.clean else 'NOT CLEAN'} ({root_check.fs_detail}); "
                 f"the check unit's boot counter on the disk: {root_check.boots}")
         result = BootTestResult(m.name, opts.via, accel, report, initrd, marker, work if opts.workdir else None,
-                                tuple(target.events))
+                                target_events=tuple(target.events))
         result.root_check = root_check
         return result
     finally:

@@ -21,7 +21,8 @@ from netbootgen.aoe.process import ServeProcess
 
 @dataclass(frozen=True)
 class TargetPlan:
-    start_after: float = 0.0  # seconds after start() before the target runs (0: at once)
+    start_after: float = 0.0  # seconds after start() (or after stage start_at) before the target runs
+    start_at: str | None = None  # count start_after from this stage, not from start()
     restart_at: str | None = None  # kill the target when this stage is reached ...
     down_for: float = 5.0  # ... and start it again this many seconds later
     absent: bool = False  # no target at all
@@ -72,6 +73,8 @@ class TargetRunner:
         self._t0 = time.monotonic()
         if self.plan.absent:
             self._note("no target")
+        elif self.plan.start_at is not None:
+            self._note(f"target starts {self.plan.start_after:g} s after stage {self.plan.start_at}")
         elif self.plan.start_after > 0:
             self._note(f"target starts in {self.plan.start_after:g} s")
             self._later(self.plan.start_after, "target started (late)")
@@ -101,7 +104,10 @@ class TargetRunner:
             self._start("target restarted")
 
     def on_stage(self, name: str) -> None:
-        """Called with each stage the guest reaches: kills and schedules the restart at plan.restart_at."""
+        """Called with each stage the guest reaches: starts the target late after plan.start_at, kills it and
+        schedules the restart at plan.restart_at."""
+        if self.plan.start_at == name and not self.plan.absent:
+            self._later(self.plan.start_after, "target started (late)")
         if self.plan.restart_at == name:
             self.kill()
             self.restart(self.plan.down_for)

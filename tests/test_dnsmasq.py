@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from netbootgen.errors import InventoryError
+from netbootgen.errors import InputError, InventoryError
 from netbootgen.generate import render_inventory
 from netbootgen.inventory import Inventory, load_inventory
 from netbootgen.pxe.dnsmasq import CONF, render_dnsmasq, render_dnsmasq_conf, with_network
@@ -154,3 +155,37 @@ def test_with_network_moves_interface_root_and_subnet(tmp_path: Path) -> None:
     text = render_dnsmasq_conf(inv, moved)
     assert "interface=nbg0" in text and "tftp-root=/tmp/x/tftp" in text
     assert "dhcp-range=10.9.0.100,10.9.0.120,255.255.255.0,1h" in text and "option:router" not in text
+
+
+def _namespaces() -> list[str]:
+    out = run(["ip", "netns", "list"], capture=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+need_netns = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                                reason="needs root and iproute2 (network namespace)")
+
+
+@need_dnsmasq
+@need_netns
+def test_netns_dnsmasq_serves_tftp_and_everything_goes_away(tmp_path: Path) -> None:
+    """The rendered configuration runs in boot-test's namespace: busybox's tftp client, in the namespace,
+    fetches pxelinux.cfg/default from it; closing removes the namespace, and so does a failure halfway."""
+    from netbootgen.emulate.netns import SERVER_IP, NetnsBoot
+
+    inv = load(tmp_path, SERVER)
+    tftp = tmp_path / "tftp"
+    (tftp / "pxelinux.cfg").mkdir(parents=True)
+    (tftp / "pxelinux.cfg" / "default").write_text("DEFAULT local\n")
+    before = set(_namespaces())
+    with NetnsBoot(inv, inv.machines["node1"], tmp_path / "root.img", tftp, tmp_path) as net:
+        assert net.name in _namespaces() and net.bridge == "eth0"  # the export server's interface name
+        with net.inside():
+            run(["busybox", "tftp", "-g", "-r", "pxelinux.cfg/default", "-l", tmp_path / "got", SERVER_IP])
+        assert (tmp_path / "got").read_text() == "DEFAULT local\n"
+        conf = (tmp_path / "dnsmasq.conf").read_text()
+        assert "interface=eth0" in conf and f"tftp-root={tftp}" in conf and "dhcp-range=10.213.0.100" in conf
+    assert set(_namespaces()) == before
+    with pytest.raises(InputError, match="--aoe-target must be serve or vblade"):
+        NetnsBoot(inv, inv.machines["node1"], tmp_path / "root.img", tftp, tmp_path, target="nbd")
+    assert set(_namespaces()) == before  # dnsmasq was running: stopped, and the namespace deleted

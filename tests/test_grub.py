@@ -122,3 +122,38 @@ def test_pxe_which_uefi(cli: Callable[..., Result], make_inventory: Callable[...
     result = cli("pxe", "which", "52:54:00:12:34:56", path, "--uefi", "--uuid",
                  "b8945908-d6a6-41a9-611d-74a6ab80b83d", expect=2)
     assert "GRUB 2.06 does not look for a file named after the UUID" in result.output
+
+
+def test_uefi_guest_argv_ovmf_and_grub_over_slirp(tmp_path: Path) -> None:
+    from netbootgen.emulate.qemu import OVMF_CODE, QemuSpec, dgram_netdev, qemu_argv, tap_netdev
+
+    spec = QemuSpec(Path("qemu"), netdev=dgram_netdev(tmp_path / "a", tmp_path / "b"), tftp_root=tmp_path,
+                    firmware="uefi", uefi_vars=tmp_path / "vars.fd")
+    argv = qemu_argv(spec)
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}" in argv
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path / 'vars.fd'}" in argv
+    assert f"user,id=slirp0,tftp={tmp_path},bootfile={GRUB_EFI_IMAGE}" in argv
+    bios = qemu_argv(QemuSpec(Path("qemu"), netdev=tap_netdev("t0"), boot_nic=True))
+    assert "tap,ifname=t0,script=no,downscript=no,id=net0" in bios and not any("pflash" in a for a in bios)
+    assert "virtio-net-pci,netdev=net0,bootindex=1" in bios and not any(a.startswith("user,") for a in bios)
+    with pytest.raises(ValueError):
+        qemu_argv(QemuSpec(Path("qemu"), firmware="uefi"))  # no variable store
+
+
+def test_uefi_stages_replace_seabios_and_pxelinux() -> None:
+    import re
+
+    from netbootgen.emulate.console import Stage
+    from netbootgen.emulate.firmware import firmware_stages
+    from netbootgen.errors import InputError
+
+    stages = [Stage("firmware", re.compile("x"), source="bios"), Stage("pxelinux", re.compile("y")),
+              Stage("kernel", re.compile("z"))]
+    assert firmware_stages("bios", stages) == stages
+    uefi = firmware_stages("uefi", stages)
+    assert [s.name for s in uefi] == ["firmware", "grub", "kernel"]
+    assert uefi[0].source == "serial" and uefi[0].pattern.search("iPXE 1.0.0+git -- Open Source Network Boot Firmware")
+    # the per-MAC file's echo line, as rendered
+    assert uefi[1].pattern.search("node1: booting current in 1 s; choose previous for the known-good initrd")
+    with pytest.raises(InputError):
+        firmware_stages("coreboot", stages)

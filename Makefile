@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 APT_PACKAGES := qemu-system-x86 qemu-utils dracut-core pxelinux syslinux-common ipxe-qemu busybox-static \
 	e2fsprogs vblade aoetools shellcheck systemd iproute2 mount kmod cpio gcc libc6-dev python3-dev zstd lz4 \
-	dnsmasq-base grub-efi-amd64-bin ovmf chromium make pkg-config libkmod-dev
+	dnsmasq-base grub-efi-amd64-bin ovmf chromium make pkg-config libkmod-dev \
+	mmdebstrap xfsprogs
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 STAMP := $(VENV)/.installed
 

@@ -104,7 +104,7 @@ def stages_for(via: str, ex: Export, real: bool = False) -> list[Stage]:
         Stage("kernel", re.compile(r"Linux version \S+")),
         Stage("initrd", re.compile(r"95aoe: root on /dev/etherd/")),
         Stage("aoe-discovered", re.compile(dev + r" v[0-9a-f]+ has \d+ sectors")),
-        Stage("root-mounted", re.compile(r"\(etherd!" + dev + r"(p\d+)?\): (mounted filesystem|Mounting V\d)")),
+        Stage("root-mounted", re.compile(r"\(etherd[!/]" + dev + r"(p\d+)?\): (mounted filesystem|Mounting V\d)")),
         Stage("init", re.compile(re.escape(INIT_MARKER))),
     ]
     if real:

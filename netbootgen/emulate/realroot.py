@@ -17,7 +17,7 @@ from netbootgen.emulate.console import Stage
 from netbootgen.errors import InputError
 from netbootgen.image.build import DEFAULT_SIZE, build_image, copy_image
 from netbootgen.image.inspect import fs_state, read_file
-from netbootgen.image.recipe import CHECK_ARG, CHECK_DIR, CHECK_MARKER, check_data
+from netbootgen.image.recipe import CHECK_ARG, CHECK_DIR, CHECK_MARKER, MULTI_USER_MARKER, check_data
 from netbootgen.inventory import Inventory, Machine
 from netbootgen.run import need_binary, run
 
@@ -29,7 +29,7 @@ REAL_ROOT_STAGES = [
     Stage("switch-root", re.compile(r"Switch Root\.\.\.|Switching root")),
     # the root's own systemd greets with its os-release name (the initrd's says "(Initramfs)")
     Stage("systemd", re.compile(r"Welcome to (?![^\r\n]*Initramfs)[^\r\n]*!")),
-    Stage("multi-user", re.compile(r"Reached target[^\r\n]*Multi-User System")),
+    Stage("multi-user", re.compile(r"Reached target[^\r\n]*Multi-User System|" + MULTI_USER_MARKER + " active")),
     Stage("check", re.compile(re.escape(CHECK_MARKER) + r" boot=\d+")),
     Stage("shutdown", re.compile(r"reboot: Power down")),
 ]

@@ -77,7 +77,7 @@ def _xfs_read(image: Path, path: str) -> bytes | None:
         for m in re.finditer(r"data offset (\d+) startblock (\d+) \(\S+\) count (\d+)", out):
             off, start, count = (int(x) for x in m.groups())
             conv = _xfs_db(image, f"convert fsb {start} byte")
-            byte = int(re.search(r"(\d+) \(", conv).group(1))  # type: ignore[union-attr]
+            byte = int(re.search(r"\((\d+)\)", conv).group(1))  # type: ignore[union-attr]
             f.seek(byte)
             chunk = f.read(count * block)
             begin = off * block

@@ -26,6 +26,9 @@ FS_PACKAGES = {"ext4": "e2fsprogs", "xfs": "xfsprogs"}
 DRACUT_MODULES = "usr/lib/dracut/modules.d"
 CHECK_DIR = "var/lib/netbootgen-check"  # where the check unit writes, relative to the root
 CHECK_MARKER = "NETBOOTGEN-CHECK-OK"
+# printed first by the check unit, which starts once multi-user.target is reached (systemd's own "Reached target"
+# line is not shown on a serial console a getty has taken over)
+MULTI_USER_MARKER = "NETBOOTGEN-MULTI-USER"
 CHECK_DATA_SIZE = 1 << 20  # bytes of the check unit's data file
 CHECK_ARG = "netbootgen.check"  # the check unit runs (and powers off) only with this on the kernel command line
 
@@ -33,12 +36,13 @@ CHECK_SCRIPT = f"""#!/bin/sh
 # netbootgen check: write files whose contents the host knows, sync, report on the console; the unit then
 # powers the machine off through systemd. Runs only when {CHECK_ARG} is on the kernel command line.
 set -eu
+echo "{MULTI_USER_MARKER} $(systemctl is-active multi-user.target) after $(cut -d' ' -f1 /proc/uptime) s"
 dir=/{CHECK_DIR}
 mkdir -p "$dir"
 previous=$(cat "$dir/boots" 2>/dev/null || echo 0)
 boot=$((previous + 1))
 # data: the line "netbootgen check boot N" repeated, cut at {CHECK_DATA_SIZE} bytes
-yes "netbootgen check boot $boot" | head -c {CHECK_DATA_SIZE} > "$dir/data.tmp"
+yes "netbootgen check boot $boot" 2>/dev/null | head -c {CHECK_DATA_SIZE} > "$dir/data.tmp"
 mv "$dir/data.tmp" "$dir/data"
 echo "$boot" > "$dir/boots.tmp"
 mv "$dir/boots.tmp" "$dir/boots"
@@ -53,8 +57,8 @@ ConditionKernelCommandLine={CHECK_ARG}
 
 [Service]
 Type=oneshot
-ExecStart=/usr/lib/netbootgen/check
-ExecStartPost=/bin/systemctl --no-block poweroff
+ExecStart=/bin/sh /usr/lib/netbootgen/check
+ExecStartPost=systemctl --no-block poweroff
 StandardOutput=journal+console
 
 [Install]
@@ -128,6 +132,8 @@ def debian_recipe(inv: Inventory, m: Machine, module: FileTree) -> Recipe:
          "/etc/systemd/system/netbootgen-check.service"),
         # no first-boot questions on the console (the root's machine-id is empty until the first boot)
         ("etc/systemd/system/systemd-firstboot.service", "/dev/null"),
+        # gettys on tty2-6 when logind is missing: no screen here, and it holds the boot up for seconds
+        ("etc/systemd/system/getty-static.service", "/dev/null"),
     ]
     tty = serial_tty(m)
     if tty:

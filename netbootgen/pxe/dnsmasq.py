@@ -80,8 +80,9 @@ def render_dnsmasq(inv: Inventory) -> FileTree:
 
 def with_network(dhcp: Dhcp, *, interface: str, tftp_root: str, subnet: str | None = None,
                  range_: tuple[str, str] | None = None) -> Dhcp:
-    """`dhcp` served on another interface and TFTP root (boot-test's network namespace)."""
-    changes = {"interface": interface, "tftp_root": tftp_root}
-    if subnet is not None:
-        changes |= {"subnet": subnet, "range": range_ if dhcp.mode == "server" else None, "router": None}
-    return replace(dhcp, **changes)  # type: ignore[arg-type]
+    """`dhcp` served on another interface and TFTP root, and with `subnet`, on another subnet with the dynamic
+    range `range_` and no router (boot-test's network namespace)."""
+    moved = replace(dhcp, interface=interface, tftp_root=tftp_root)
+    if subnet is None:
+        return moved
+    return replace(moved, subnet=subnet, range=range_ if dhcp.mode == "server" else None, router=None)

@@ -28,6 +28,7 @@ macs = ["52:54:00:12:34:57"]
 export = "root-node2"
 """
 NODE2_PXE = "tftp/pxelinux.cfg/01-52-54-00-12-34-57"
+NODE2_GRUB = "tftp/grub/grub.cfg-01-52-54-00-12-34-57"  # the same entries for UEFI clients
 NODE1_PXE = "tftp/pxelinux.cfg/01-52-54-00-12-34-56"
 
 
@@ -122,8 +123,8 @@ def test_only_changed_files_are_rewritten(
     res = cli("render", changed, "--out", rendered, expect=0)
     after = snapshot(rendered)
     rewritten = {rel for rel in after if after[rel][2] != OLD * 10**9}
-    assert rewritten == {NODE2_PXE, MANIFEST}, res.output
-    assert b"quiet" in after[NODE2_PXE][0]
+    assert rewritten == {NODE2_PXE, NODE2_GRUB, MANIFEST}, res.output
+    assert b"quiet" in after[NODE2_PXE][0] and b"quiet" in after[NODE2_GRUB][0]
     assert {rel: v for rel, v in after.items() if rel not in rewritten} == {
         rel: v for rel, v in before.items() if rel not in rewritten
     }

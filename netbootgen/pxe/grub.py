@@ -50,11 +50,12 @@ def grub_word(word: str) -> str:
 
 
 def serial_commands(console: str | None) -> tuple[str, ...]:
-    """'ttyS1,57600n8' -> GRUB's serial set-up for COM2 at 57600 baud, on the serial line and the screen."""
+    """'ttyS1,57600n8' -> GRUB's serial set-up for COM2 at 57600 baud, on the serial line and the screen; none
+    for other consoles (the kernel still gets console=)."""
     if not console or not console.startswith("ttyS"):
         return ()
     port, _, speed = console[4:].partition(",")
-    if not port.isdigit():
+    if port not in ("0", "1", "2", "3"):  # COM1-COM4, as for PXELINUX's SERIAL
         return ()
     baud = re.match(r"[0-9]*", speed)
     return (f"serial --unit={port} --speed={baud.group() if baud and baud.group() else 115200}",

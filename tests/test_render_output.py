@@ -147,15 +147,16 @@ def test_edited_or_rechmodded_files_are_restored(
 def test_stale_files_are_kept_and_reported_without_prune(
     rendered: Path, make_inventory: Callable[..., Path], cli: Callable[..., Result]
 ) -> None:
-    stale = sorted({NODE2_PXE} | {rel for rel in manifest(rendered) if rel.startswith("export/") and "node2" in rel})
-    assert len(stale) == 2
+    exports = {rel for rel in manifest(rendered) if rel.startswith("export/") and "node2" in rel}
+    stale = sorted({NODE2_PXE, NODE2_GRUB} | exports)
+    assert len(stale) == 3
     res = cli("render", make_inventory((NODE2, "")), "--out", rendered, expect=0)
     for rel in stale:
         assert (rendered / rel).exists()
         assert f"stale (not needed any more; --prune removes it): {rel}" in res.output
         assert rel in manifest(rendered)  # still listed: a later --prune finds them
     res = cli("render", make_inventory((NODE2, "")), "--out", rendered, "--prune", expect=0)
-    assert "2 removed" in res.output
+    assert "3 removed" in res.output
     for rel in stale:
         assert not (rendered / rel).exists()
         assert rel not in manifest(rendered)

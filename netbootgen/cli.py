@@ -83,8 +83,8 @@ def validate(inventory: Path | None, kernels: str) -> None:
         for name, p in inv.profiles.items():
             tree = profile_kernel(p, cache_dir()) if kernels == "fetch" else available_kernel(p, cache_dir())
             if tree is None:
-                click.echo(f"profile {name}: kernel {p.kernel_version} not checked (not downloaded yet; "
-                           "--kernels fetch downloads it)")
+                click.echo(f"profile {name}: kernel {p.kernel_path or p.kernel_version} not checked (not here; "
+                           "--kernels fetch downloads a kernel_version)")
             else:
                 trees[name] = tree
         reports = check_inventory(inv, trees)

@@ -181,3 +181,10 @@ def test_build_refuses_a_compressor_the_kernel_cannot_unpack(tmp_path: Path, cli
     assert "initrd (zstd): CONFIG_RD_ZSTD not set in config-9.9.9-test" in res.output
     assert "      CONFIG_RD_ZSTD=y" in res.output
     assert not out.exists()
+
+
+def test_validate_leaves_out_a_kernel_that_is_not_here(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    res = cli("validate", inventory(tmp_path, tmp_path / "elsewhere"), expect=0)
+    assert f"kernel {tmp_path / 'elsewhere'} not checked (not here" in res.output
+    res = cli("validate", inventory(tmp_path / "good", make_kernel(tmp_path / "good")), expect=0)
+    assert "profile virtio: kernel 9.9.9-test ok" in res.output

@@ -236,8 +236,8 @@ def _resolved(version: str) -> str:
 
 def available_kernel(p: Profile, cache: Path) -> KernelTree | None:
     """The profile's kernel if it is here without a download (kernel_path, or the package in the cache)."""
-    if p.kernel_path is not None:
-        return local_kernel(Path(p.kernel_path))
+    if p.kernel_path is not None:  # a tree that is there but broken is an error; one not here is left out
+        return local_kernel(Path(p.kernel_path)) if Path(p.kernel_path).exists() else None
     try:
         version = _resolved(p.kernel_version)
     except NetbootgenError:

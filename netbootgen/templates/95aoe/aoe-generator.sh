@@ -12,9 +12,13 @@ type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
 type aoe_parse_spec > /dev/null 2>&1 || . /lib/aoe-lib.sh
 
 root=$(getarg root=)
+bynumber=
 case "$root" in
     aoe:*) ;;
-    /dev/block/152:* | block:/dev/block/152:*) root=$(getarg netroot=) ;;
+    /dev/block/152:* | block:/dev/block/152:*)
+        bynumber=${root#block:}
+        root=$(getarg netroot=)
+        ;;
     block:* | /dev/* | LABEL=* | UUID=* | PARTUUID=* | PARTLABEL=*) exit 0 ;;
     *) root=$(getarg netroot=) ;;
 esac
@@ -50,4 +54,13 @@ getargbool 0 rw && flags=${flags:+$flags,}rw
 
 mkdir -p "$GENERATOR_DIR"/initrd-root-fs.target.requires
 ln -sf ../sysroot.mount "$GENERATOR_DIR"/initrd-root-fs.target.requires/sysroot.mount
+
+if [ -n "$bynumber" ]; then
+    # dracut-rootfs-generator makes initrd.target wait, with no time limit, for the device unit of root=/dev/block/
+    # 152:N, which systemd never creates (udev's /dev/block/ links are not in DEVLINKS): let that job give up at
+    # once (this drop-in in the early directory replaces dracut's timeout.conf)
+    unit=$(dev_unit_name "$bynumber")
+    mkdir -p "$GENERATOR_DIR/$unit.device.d"
+    printf '[Unit]\nJobTimeoutSec=1\nJobRunningTimeoutSec=1\n' > "$GENERATOR_DIR/$unit.device.d/timeout.conf"
+fi
 exit 0

@@ -49,6 +49,8 @@ class BootTestOptions:
     root: str = "busybox"  # "busybox" (made here) or "debian" (netbootgen image build, cached)
     root_image: Path | None = None  # boot this image (the machine's fstype) instead; copy-on-write unless persist
     persist: bool = False  # let the guest write to root_image itself
+    initrd_path: Path | None = None  # boot this initrd (--via direct) instead of the one built for the profile
+    kernel_args: tuple[str, ...] | None = None  # the whole kernel command line, instead of the machine's
     image_size: int = DEFAULT_SIZE  # of the Debian image
     serve_extra: tuple[str, ...] = ()  # more `netbootgen serve` arguments, e.g. ("--fault", "drop=0.05")
     target_plan: TargetPlan | None = None  # start the target late, restart it at a stage, or leave it out
@@ -143,6 +145,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     ex = inv.exports[m.export]
     if opts.root not in ("busybox", "debian"):
         raise InputError(f"--root must be busybox or debian, not {opts.root!r}")
+    if opts.initrd_path is not None and opts.via != "direct":
+        raise InputError("an initrd of one's own (initrd_path) boots with --via direct")
     if opts.persist and opts.root_image is None:
         raise InputError("--persist goes with --root-image (the Debian image is booted as a copy)")
     real = opts.root == "debian" or opts.root_image is not None
@@ -189,8 +193,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 bios_log=work / "bios.log",
                 tftp_root=built.tftp if opts.via == "pxe" and not net else None,
                 kernel=kernel.vmlinuz if opts.via == "direct" else None,
-                initrd=initrd.path if opts.via == "direct" else None,
-                append=" ".join(kernel_args(inv, m)),
+                initrd=(opts.initrd_path or initrd.path) if opts.via == "direct" else None,
+                append=" ".join(kernel_args(inv, m) if opts.kernel_args is None else opts.kernel_args),
             )
             say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
             stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))

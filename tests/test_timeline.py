@@ -58,8 +58,8 @@ def test_one_bar_per_stage_from_the_previous_stage_to_its_time() -> None:
     axis = tl.axis_for([tl.report_row(OK_RUN, "x")])
     for rect in rects:
         x, w = float(rect.get("x", "")), float(rect.get("width", ""))
-        assert x == pytest.approx(tl.LABEL_WIDTH + float(rect.get("data-start", "")) * axis.scale, abs=0.01)
-        assert x + w == pytest.approx(tl.LABEL_WIDTH + float(rect.get("data-end", "")) * axis.scale, abs=0.02)
+        assert x == pytest.approx(axis.left + float(rect.get("data-start", "")) * axis.scale, abs=0.01)
+        assert x + w == pytest.approx(axis.left + float(rect.get("data-end", "")) * axis.scale, abs=0.02)
     assert axis.seconds == 25 and axis.step == 5  # 24.1 s: at most ~10 ticks of 1, 2 or 5 x 10^n s, up to 25 s
 
 
@@ -100,6 +100,19 @@ def test_malformed_reports_name_the_field(report: dict[str, object], message: st
     with pytest.raises(ValueError, match="^r1: .*" + message.replace("(", r"\(").replace(")", r"\)")
                        .replace("[", r"\[").replace("]", r"\]")):
         tl.report_row(report, "r1")
+
+
+def test_long_labels_widen_the_label_column_then_are_cut() -> None:
+    short = tl.axis_for([tl.report_row(OK_RUN, "node1")])
+    longer = tl.axis_for([tl.report_row(OK_RUN, "x" * 40)])
+    assert short.left == tl.LABEL_WIDTH and tl.LABEL_WIDTH < longer.left < tl.MAX_LABEL_WIDTH
+    svg = tl.timeline_svg([("y" * 100, OK_RUN)])
+    [label] = [t for g in ET.fromstring(svg).iter(f"{SVG}g") if g.get("class") == "run"
+               for t in g.iter(f"{SVG}text") if t.find(f"{SVG}title") is not None]
+    title = label.find(f"{SVG}title")
+    assert title is not None and title.text == "y" * 100  # the whole label on hover
+    shown = "".join(label.itertext())[100:]
+    assert shown.endswith("\u2026") and len(shown) * tl.LABEL_CHAR_WIDTH <= tl.MAX_LABEL_WIDTH - 20
 
 
 def test_nice_steps() -> None:

@@ -22,6 +22,7 @@ timeline SVG of the boots, to $NETBOOTGEN_FAULT_REPORT (a folder) when that is s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -104,6 +105,8 @@ def table() -> Iterator[Table]:
         (Path(out) / "faults.md").write_text(t.markdown())
         if t.boots:
             (Path(out) / "faults.svg").write_text(timeline_svg(t.boots, "boot-test under faults"))
+            for i, (label, rep) in enumerate(t.boots):  # netbootgen timeline redraws them
+                (Path(out) / f"boot-{i}.json").write_text(json.dumps({**rep, "label": label}, indent=2) + "\n")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 # Geometry, in px.
-LABEL_WIDTH = 220  # run labels, left of the axis
+LABEL_WIDTH = 220  # run labels, left of the axis: at least this, wider for long labels up to MAX_LABEL_WIDTH
+MAX_LABEL_WIDTH = 420
+LABEL_CHAR_WIDTH = 6.8  # of an 11 px run label
 PLOT_WIDTH = 960  # the time axis
 RIGHT_MARGIN = 40
 TOP = 40  # title
@@ -123,19 +125,28 @@ def nice_step(span: float, ticks: int = 10) -> float:
 class Axis:
     seconds: float  # the right end of the axis, a multiple of `step`
     step: float
+    left: int = LABEL_WIDTH  # x of t=0
 
     @property
     def scale(self) -> float:
         return PLOT_WIDTH / self.seconds
 
     def x(self, t: float) -> float:
-        return round(LABEL_WIDTH + t * self.scale, 2)
+        return round(self.left + t * self.scale, 2)
 
 
 def axis_for(rows: Sequence[Row]) -> Axis:
     end = max((b.end for r in rows for b in r.bars), default=0.0)
     step = nice_step(end or 1.0)
-    return Axis(max(step, math.ceil(end / step - 1e-9) * step), step)
+    longest = max((len(r.label) for r in rows), default=0)
+    left = min(MAX_LABEL_WIDTH, max(LABEL_WIDTH, math.ceil(longest * LABEL_CHAR_WIDTH) + 20))
+    return Axis(max(step, math.ceil(end / step - 1e-9) * step), step, left)
+
+
+def _fit(label: str, width: int) -> str:
+    """`label`, cut with an ellipsis to fit `width` px."""
+    room = int((width - 20) / LABEL_CHAR_WIDTH)
+    return label if len(label) <= room else label[: max(room - 1, 1)] + "\u2026"
 
 
 def _fmt(v: float) -> str:
@@ -156,7 +167,7 @@ def render_svg(rows: Sequence[Row], title: str = "netbootgen boot-test timeline"
     plot_top = TOP
     plot_bottom = plot_top + len(rows) * ROW_HEIGHT
     legend_top = plot_bottom + AXIS_HEIGHT + 10
-    width = LABEL_WIDTH + PLOT_WIDTH + RIGHT_MARGIN
+    width = axis.left + PLOT_WIDTH + RIGHT_MARGIN
     height = legend_top + LEGEND_ROW * math.ceil((len(stages) + 1) / 6) + 10
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
@@ -179,7 +190,8 @@ def render_svg(rows: Sequence[Row], title: str = "netbootgen boot-test timeline"
         y = plot_top + i * ROW_HEIGHT
         colour = "#000000" if row.ok else FAILED_COLOUR
         out.append(f'<g class="run" data-label={quoteattr(row.label)} data-ok="{str(row.ok).lower()}">')
-        out.append(f'<text x="10" y="{y + BAR_TOP + 13}">{escape(row.label)}</text>')
+        out.append(f'<text x="10" y="{y + BAR_TOP + 13}"><title>{escape(row.label)}</title>'
+                   f'{escape(_fit(row.label, axis.left))}</text>')
         out.append(f'<text x="10" y="{y + BAR_TOP + 28}" font-size="10" fill="{colour}">{escape(row.note)}</text>')
         for bar in row.bars:
             x0, x1 = axis.x(bar.start), axis.x(bar.end)
@@ -197,7 +209,7 @@ def render_svg(rows: Sequence[Row], title: str = "netbootgen boot-test timeline"
                            f'fill="#333333">{escape(name)}</text>')
         out.append("</g>")
     out.append(f'<g class="axis" stroke="#000000" shape-rendering="crispEdges">'
-               f'<line x1="{LABEL_WIDTH}" y1="{plot_bottom}" x2="{LABEL_WIDTH + PLOT_WIDTH}" y2="{plot_bottom}"/>')
+               f'<line x1="{axis.left}" y1="{plot_bottom}" x2="{axis.left + PLOT_WIDTH}" y2="{plot_bottom}"/>')
     for t in ticks:
         x = _fmt(axis.x(t))
         out.append(f'<line x1="{x}" y1="{plot_bottom}" x2="{x}" y2="{plot_bottom + 5}"/>')

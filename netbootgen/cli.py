@@ -222,7 +222,9 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
         detail = result.report.failure or (
             f"the root file system is not clean after the poweroff ({rc.fs_detail})" if rc and not rc.clean
             else "the guest's write did not reach the AoE disk")
-        raise BootFailed(f"boot-test failed: {detail}\nlast console lines:\n{result.report.last_lines()}")
+        failed = next((s.name for s in result.report.stages if not s.ok), None)
+        where = f" at stage {failed}" if failed else ""
+        raise BootFailed(f"boot-test failed{where}: {detail}\nlast console lines:\n{result.report.last_lines()}")
     click.echo("all stages reached")
 
 

@@ -65,6 +65,12 @@ def test_accel_jumbo_and_debugcon() -> None:
     assert "-nodefaults" in argv and "-no-reboot" in argv
 
 
+def test_guest_named_after_its_machine() -> None:
+    assert after(qemu_argv(spec(name="node1", kernel=Path("/k"))), "-name") == ["guest=node1,process=node1"]
+    assert after(qemu_argv(spec(name="a,b", kernel=Path("/k"))), "-name") == ["guest=a,,b,process=a,,b"]
+    assert "-name" not in qemu_argv(spec(kernel=Path("/k")))
+
+
 def test_no_bios_log_no_nic() -> None:
     argv = qemu_argv(QemuSpec(BIN, kernel=Path("/k"), append="panic=-1"))
     assert "-chardev" not in argv and "-netdev" not in argv and "-device" not in argv

@@ -189,6 +189,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 firmware=opts.firmware,
                 uefi_vars=uefi_vars(work) if opts.firmware == "uefi" else None,
                 mac=m.macs[0],
+                name=m.name,
                 host_mtu=mtu if mtu != 1500 else None,
                 bios_log=work / "bios.log",
                 tftp_root=built.tftp if opts.via == "pxe" and not net else None,

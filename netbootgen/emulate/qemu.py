@@ -66,6 +66,7 @@ class QemuSpec:
     firmware: str = "bios"  # "bios": SeaBIOS; "uefi": OVMF (OVMF_CODE, with `uefi_vars` as its variable store)
     uefi_vars: Path | None = None  # a writable copy of OVMF_VARS, one per guest
     boot_nic: bool = False  # network boot from the NIC first (bootindex), without slirp's TFTP
+    name: str | None = None  # -name: the guest and its process (ps, top) named, e.g. after the machine
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
@@ -77,6 +78,7 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         "-smp", str(spec.cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", "stdio",
+        *(["-name", f"guest={optarg(spec.name)},process={optarg(spec.name)}"] if spec.name else []),
     ]  # fmt: skip
     if spec.firmware == "uefi":
         if spec.uefi_vars is None:

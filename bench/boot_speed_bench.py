@@ -157,7 +157,14 @@ def main() -> int:
     ap.add_argument("--stage-timeout", type=float, default=240)
     ap.add_argument("--no-builds", action="store_true", help="skip the cold/cached build measurement")
     ap.add_argument("--json", type=Path, help="write every figure here")
+    ap.add_argument("--from-json", type=Path, help="print the tables of an earlier (or interrupted) run's --json")
     args = ap.parse_args()
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        initrds = [Initrd(**{**i, "largest": [tuple(x) for x in i["largest"]]}) for i in data["initrds"]]
+        boots = [Boots(**b) for b in data["boots"]]
+        report(initrds, boots, args.accel, f"read from {args.from_json}")
+        return 0
     flavours = args.flavour or ["systemd", "shell"]
     compressors = args.compress or ["gzip", "zstd"]
     vias = args.via or ["direct", "pxe"]
@@ -186,7 +193,14 @@ def main() -> int:
             if args.json:  # after every boot, so that an interrupted run keeps its figures
                 write_json(args.json, initrds, boots)
 
-    print(f"\ninitrds (example inventory, kernel from the cache; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    report(initrds, boots, args.accel, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    if args.json:
+        write_json(args.json, initrds, boots)
+    return 1 if any(b.failures for b in boots) else 0
+
+
+def report(initrds: list[Initrd], boots: list[Boots], accel: str, when: str) -> None:
+    print(f"\ninitrds (example inventory, kernel from the cache; {when})")
     print(f"{'flavour':<8} {'compress':<8} {'size MB':>8} {'unpacked MB':>11} {'cold s':>7} {'cached s':>8} "
           f"{'host unpack s':>13}  goal")
     for i in initrds:
@@ -194,10 +208,10 @@ def main() -> int:
         print(f"{i.flavour:<8} {i.compress:<8} {i.size / 1e6:8.1f} {i.unpacked / 1e6:11.1f} {i.cold:7.1f} "
               f"{i.cached:8.2f} {i.host_unpack:13.2f}  <= {goal:g} MB: {'met' if i.size / 1e6 <= goal else 'missed'}")
     for i in initrds:
-        if i.compress == compressors[0]:
+        if i.compress == initrds[0].compress:
             print(f"largest files, {i.flavour}: " + ", ".join(f"{n.rsplit('/', 1)[-1]} {s / 1e6:.1f}"
                                                               for s, n in i.largest))
-    print(f"\nboots: QEMU start -> stage, seconds, median (min-max) of {args.runs}, accel {args.accel}")
+    print(f"\nboots: QEMU start -> stage, seconds, median (min-max) of the runs (n), accel {accel}")
     print(f"{'flavour':<8} {'compress':<8} {'via':<7} {'init':>18} " + " ".join(f"{s:>14}" for s in STAGES[:-1]))
     for b in boots:
         cols = [f"{statistics.median([r[s] for r in b.runs if s in r]):14.2f}"
@@ -209,7 +223,7 @@ def main() -> int:
             verdict = f"  goal <= {goal:g} s: {'met' if met else 'missed'}"
         fails = f"  ({b.failures} failed)" if b.failures else ""
         print(f"{b.flavour:<8} {b.compress:<8} {b.via:<7} {med([r['init'] for r in b.runs]):>18} "
-              + " ".join(cols) + verdict + fails)
+              + " ".join(cols) + f"  n={len(b.runs)}" + verdict + fails)
     print("\nkernel clock (printk time, s, median)")
     print(f"{'flavour':<8} {'compress':<8} {'via':<7} " + " ".join(f"{e:>9}" for e in KERNEL_EVENTS))
     for b in boots:
@@ -219,9 +233,6 @@ def main() -> int:
         line = " ".join(f"{'-' if c is None else f'{c:.1f}':>9}" for c in cols)
         tail = f"   unpacking {statistics.median(unpack):.2f} s" if unpack else ""
         print(f"{b.flavour:<8} {b.compress:<8} {b.via:<7} {line}{tail}")
-    if args.json:
-        write_json(args.json, initrds, boots)
-    return 1 if any(b.failures for b in boots) else 0
 
 
 if __name__ == "__main__":

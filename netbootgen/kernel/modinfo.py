@@ -27,7 +27,7 @@ MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
 def module_name(path: str | Path) -> str:
     """'kernel/drivers/net/virtio_net.ko.zst' -> 'virtio_net' (dashes become underscores, as in the kernel)."""
-    name = Path(path).name
+    name = str(path).rpartition("/")[2]  # not Path(path).name: called for each of ~14000 index lines
     for suffix in MODULE_SUFFIXES:
         if name.endswith(suffix):
             name = name[: -len(suffix)]

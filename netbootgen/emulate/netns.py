@@ -43,6 +43,7 @@ SUBNET = "10.213.0.0/24"
 SERVER_IP = "10.213.0.1"  # the bridge: dnsmasq's DHCP and TFTP
 PEER_IP = "10.213.0.2"  # the other DHCP server's namespace
 DYNAMIC = ("10.213.0.100", "10.213.0.199")
+ROUTER6 = "fd00:213::1/64"  # the bridge's IPv6 address: router advertisements for this prefix
 BRIDGE_MAC = "02:00:00:00:ae:01"  # fixed: a bridge otherwise takes the lowest MAC of its ports
 TAP = "nbg-tap0"
 PEER_VETH = "nbg-peer0"
@@ -186,6 +187,7 @@ class NetnsBoot(Netns):
                 dhcp = replace(dhcp, mode=dhcp_mode)
             self.dhcp = with_network(dhcp, interface=self.bridge, tftp_root=os.fspath(tftp), subnet=SUBNET,
                                      range_=DYNAMIC)
+            self._start_router()
             if self.dhcp.mode == "proxy":
                 self._start_address_server()
             conf = work / "dnsmasq.conf"
@@ -200,6 +202,18 @@ class NetnsBoot(Netns):
         except BaseException:
             self.close()
             raise
+
+    def _start_router(self) -> None:
+        """IPv6 router advertisements on the bridge, as a network with an IPv6 router sends them: without any,
+        iPXE waits ~12 s for its router solicitations to time out before it boots (slirp answers them). A
+        dnsmasq of its own (RA only, no DHCP), so that the rendered configuration runs unchanged."""
+        self._ip("addr", "add", ROUTER6, "dev", self.bridge, "nodad")
+        conf = self.work / "router.conf"
+        conf.write_text(f"# IPv6 router advertisements only\nport=0\ninterface={self.bridge}\nbind-interfaces\n"
+                        f"enable-ra\ndhcp-range=::,constructor:{self.bridge},ra-only\n")
+        log = self.work / "router.log"
+        self.start("the router-advertisement dnsmasq", dnsmasq_argv(conf, self.work, "router"), log)
+        wait_for_log(log, "router advertisement on", 15, self)
 
     def _start_address_server(self) -> None:
         """Another DHCP server, in its own namespace on the bridge, that gives addresses and no boot file."""

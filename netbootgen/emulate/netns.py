@@ -4,8 +4,9 @@ The bridge carries the name of the export server's interface in the inventory (t
 names), so that the rendered vblade unit's command runs unchanged on it; it holds the DHCP/TFTP server's
 address. The guest's NIC is a tap on the bridge. dnsmasq runs with the rendered configuration (moved to the
 bridge, the build's TFTP root and the namespace's subnet), the AoE target (`netbootgen serve --transport
-iface:BRIDGE`, or vblade) on the bridge itself. A second namespace, joined to the bridge by a veth pair, can
-hold another DHCP server that hands out addresses only (for the proxy-DHCP mode).
+iface:BRIDGE`, or vblade) on the bridge itself, and a dnsmasq of its own sends IPv6 router advertisements
+there. A second namespace, joined to the bridge by a veth pair, can hold another DHCP server that hands out
+addresses only (for the proxy-DHCP mode).
 
 Processes start inside a namespace because the calling thread joins it (setns(2)) while it spawns them:
 children inherit the namespace, and nothing of netbootgen needs to know. Everything started through a

@@ -188,6 +188,13 @@ def test_merged_view_lays_the_overlay_over_the_base(tmp_path: Path) -> None:
     assert base.read_bytes() == b"B" * 512 * 64  # the base is never written
 
 
+def test_too_small_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    inv = example(tmp_path, fstype="xfs")
+    with pytest.raises(InputError, match="--size: an xfs image needs at least 300M, not 200M"):
+        build_image(inv, None, tmp_path / "cache", size=200 << 20)
+    assert not (tmp_path / "cache").exists()
+
+
 @needs(shutil.which("mmdebstrap") is None, reason="mmdebstrap not found")
 def test_cached_image_is_reused_without_mmdebstrap(tmp_path: Path) -> None:
     inv = example(tmp_path)

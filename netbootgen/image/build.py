@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netbootgen.image.debian import bootstrap, install_files, mirror_source, mmdebstrap_version
-from netbootgen.image.fs import make_fs_image
+from netbootgen.image.fs import check_size, make_fs_image
 from netbootgen.image.recipe import Recipe, debian_recipe
 from netbootgen.inventory import Inventory
 from netbootgen.modules.dracut_module import render_module
@@ -59,6 +59,7 @@ def build_image(inv: Inventory, machine: str | None, cache: Path, *, size: int =
     """The Debian root image of `machine` (default: the first), from the cache when its inputs are unchanged."""
     m = inv.machine(machine)
     recipe = debian_recipe(inv, m, render_module(inv))
+    check_size(m.fstype, size)
     final = cache / "image" / cache_name(recipe, image_key(recipe, size))
     if final.exists():
         os.utime(final)

@@ -25,10 +25,17 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * UNITS[m.group(2).upper()]
 
 
-def make_fs_image(tree: Path, fstype: str, size: int, image: Path) -> None:
-    """Write `tree` into a new sparse `size`-byte image of `fstype` at `image` (replaced if it exists)."""
+def check_size(fstype: str, size: int) -> None:
+    """Refuse a size the file system cannot be made in (before anything is built)."""
     if fstype == "xfs" and size < XFS_MIN:
         raise InputError(f"--size: an xfs image needs at least 300M, not {size >> 20}M")
+    if size < 64 << 20:
+        raise InputError(f"--size: a root image needs at least 64M, not {size >> 20}M")
+
+
+def make_fs_image(tree: Path, fstype: str, size: int, image: Path) -> None:
+    """Write `tree` into a new sparse `size`-byte image of `fstype` at `image` (replaced if it exists)."""
+    check_size(fstype, size)
     image.unlink(missing_ok=True)
     with image.open("wb") as f:
         f.truncate(size)

@@ -207,3 +207,32 @@ def test_cached_image_is_reused_without_mmdebstrap(tmp_path: Path) -> None:
     assert result.cached and result.path == path and result.fstype == "ext4"
     # another size is another image
     assert image_key(recipe, 2 << 30) != image_key(recipe, 1 << 30)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["image", "build", "--size", "1X"], "--size: '1X' is not a size"),
+        (["image", "build", "--machine", "nope"], "no machine named 'nope'"),
+        (["boot-test", "--persist"], "--persist goes with --root-image"),
+    ],
+)
+def test_cli_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from netbootgen.cli import main
+
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+
+
+def test_image_build_help() -> None:
+    from click.testing import CliRunner
+
+    from netbootgen.cli import main
+
+    res = CliRunner().invoke(main, ["image", "build", "--help"])
+    assert res.exit_code == 0
+    for word in ("--machine", "--out", "--size", "mmdebstrap", "_netdev", "serial getty"):
+        assert word in res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,9 @@ def test_boot_reaches_every_stage(tmp_path: Path, via: str, flavour: str, dracut
     assert rep["disk_marker"] is True  # the guest's write reached the image through the AoE target
     assert rep["initrd"]["systemd"] is (flavour == "systemd")
     assert rep["initrd"]["dracut"] == dracut
-    if flavour == "systemd":  # the initrd's os-release names the dracut that built it
-        assert ("dracut-106 (Initramfs)" if dracut == "ng" else "dracut-059") in rep["console_log"]
+    if flavour == "systemd":  # the initrd's os-release tells the dracut that built it
+        greeting = r"Welcome to \S*dracut\S*!" if dracut == "ng" else r"Welcome to .*dracut-059.*\(Initramfs\)"
+        assert re.search(greeting, rep["console_log"]), rep["console_log"][:3000]
     assert "NETBOOTGEN-INIT-OK" in rep["console_log"]
     assert "all stages reached" in proc.stdout
     if via == "pxe":

@@ -27,8 +27,9 @@ Progress = Callable[[str], None]
 # reports, and the kernel powers the machine off once systemd has stopped everything.
 REAL_ROOT_STAGES = [
     Stage("switch-root", re.compile(r"Switch Root\.\.\.|Switching root")),
-    # the root's own systemd greets with its os-release name (the initrd's says "(Initramfs)")
-    Stage("systemd", re.compile(r"Welcome to (?![^\r\n]*Initramfs)[^\r\n]*!")),
+    # the root's own systemd greets with its os-release name (dracut 059's initrd says "... (Initramfs)",
+    # dracut-ng's "Welcome to dracut!")
+    Stage("systemd", re.compile(r"Welcome to (?![^\r\n]*(?:Initramfs|dracut))[^\r\n]*!")),
     Stage("multi-user", re.compile(r"Reached target[^\r\n]*Multi-User System|" + MULTI_USER_MARKER + " active")),
     Stage("check", re.compile(re.escape(CHECK_MARKER) + r" boot=\d+")),
     Stage("shutdown", re.compile(r"reboot: Power down")),

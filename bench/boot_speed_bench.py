@@ -184,8 +184,8 @@ def main() -> int:
         say(f"initrd {i.flavour}/{i.compress}: {i.size / 1e6:.1f} MB, cold {i.cold:.1f} s, cached {i.cached:.2f} s, "
             f"host unpack {i.host_unpack:.2f} s")
     for b in boots:  # build (or find) each initrd in the real cache once, before the timed rounds
-        build(load_inventory(None), Path(tempfile.mkdtemp(prefix="boot-speed-warm-")), cache_dir(),
-              systemd=b.flavour == "systemd", compress=b.compress)
+        with tempfile.TemporaryDirectory(prefix="boot-speed-warm-") as warm:
+            build(load_inventory(None), Path(warm), cache_dir(), systemd=b.flavour == "systemd", compress=b.compress)
     for r in range(args.runs):
         say(f"round {r + 1}/{args.runs}")
         for b in boots:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from netbootgen.cache import KEY, prune
 from netbootgen.image.debian import bootstrap, install_files, mirror_source, mmdebstrap_version
 from netbootgen.image.fs import check_size, make_fs_image
 from netbootgen.image.recipe import Recipe, debian_recipe
@@ -82,12 +82,7 @@ def build_image(inv: Inventory, machine: str | None, cache: Path, *, size: int =
 
 def remove_stale(recipe: Recipe, cache: Path, keep: int = KEEP) -> list[Path]:
     """Drop all but the `keep` most recently used cached images of the same machine and fstype."""
-    pattern = re.compile(re.escape(cache_name(recipe, "KEY")).replace("KEY", "[0-9a-f]{16}"))
-    same = [f for f in (cache / "image").glob("debian-*.img") if pattern.fullmatch(f.name)]
-    same.sort(key=lambda f: f.stat().st_mtime, reverse=True)
-    for old in same[keep:]:
-        old.unlink(missing_ok=True)
-    return same[keep:]
+    return prune(cache / "image", cache_name(recipe, KEY), keep)
 
 
 def copy_image(src: Path, dest: Path) -> Path:

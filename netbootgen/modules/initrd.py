@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from netbootgen.cache import KEY, prune
 from netbootgen.inventory import Profile
 from netbootgen.kernel.fetch import KernelTree
 from netbootgen.modules.dracut_module import MODULE_DIR
@@ -129,12 +129,7 @@ def build_initrd(spec: InitrdSpec, cache: Path) -> InitrdResult:
 def remove_stale(spec: InitrdSpec, cache: Path, keep: int = KEEP) -> list[Path]:
     """Drop all but the `keep` most recently used cached initrds of the same profile, kernel and flavour (the
     cache would otherwise grow with every change); other profiles' initrds are never touched."""
-    pattern = re.compile(re.escape(cache_name(spec, "KEY")).replace("KEY", "[0-9a-f]{16}"))
-    same = [f for f in (cache / "initrd").glob("initrd-*.img") if pattern.fullmatch(f.name)]
-    same.sort(key=lambda f: f.stat().st_mtime, reverse=True)
-    for old in same[keep:]:
-        old.unlink(missing_ok=True)
-    return same[keep:]
+    return prune(cache / "initrd", cache_name(spec, KEY), keep)
 
 
 __all__ = ["InitrdSpec", "InitrdResult", "build_initrd", "dracut_argv", "remove_stale"]

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -23,10 +21,9 @@ from pathlib import Path
 import pytest
 
 from netbootgen.aoe.process import ServeProcess
-from netbootgen.cache import cache_dir
-from netbootgen.emulate.qemu import QEMU, dgram_netdev, qemu_argv, stream_netdev, tap_netdev
-from netbootgen.kernel.fetch import KernelTree, fetch_kernel
-from netbootgen.run import need_binary, run
+from netbootgen.emulate.qemu import dgram_netdev, qemu_argv, stream_netdev, tap_netdev
+from netbootgen.kernel.fetch import KernelTree
+from netbootgen.run import run
 from netbootgen.testing.guest import GUEST_MAC, build_initramfs, guest_spec
 
 DISK_BYTES = 8 << 20
@@ -53,24 +50,6 @@ echo "GUEST-DMESG $(dmesg | grep -c -e '__DEV__ v[0-9a-f]* has [0-9]* sectors' -
 echo GUEST-END
 poweroff -f
 """
-
-
-@pytest.fixture(scope="module")
-def kernel() -> KernelTree:
-    return fetch_kernel("auto", cache_dir())
-
-
-@pytest.fixture(scope="module")
-def qemu() -> Path:
-    return need_binary(QEMU)
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    """Short paths for unix sockets (tmp_path may exceed their 107-byte limit)."""
-    d = Path(tempfile.mkdtemp(prefix="aoeq-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -38,12 +38,12 @@ import pytest
 
 from netbootgen.cache import cache_dir
 from netbootgen.emulate.boottest import BootTestOptions, BootTestResult, boot_test
-from netbootgen.emulate.qemu import QEMU, dgram_netdev, qemu_argv
+from netbootgen.emulate.qemu import dgram_netdev, qemu_argv
 from netbootgen.emulate.targetplan import TargetPlan, TargetRunner
 from netbootgen.emulate.timeline import timeline_svg
 from netbootgen.inventory import Inventory, example_text, load_inventory
-from netbootgen.kernel.fetch import KernelTree, fetch_kernel
-from netbootgen.run import need_binary, run, spawn_console
+from netbootgen.kernel.fetch import KernelTree
+from netbootgen.run import run, spawn_console
 from netbootgen.testing.guest import GUEST_MAC, build_initramfs, guest_spec
 
 LOSSY = "drop=0.05,dup=0.01,reorder=0.01,seed=11"
@@ -108,24 +108,6 @@ def table() -> Iterator[Table]:
             (Path(out) / "faults.svg").write_text(timeline_svg(t.boots, "boot-test under faults"))
             for i, (label, rep) in enumerate(t.boots):  # netbootgen timeline redraws them
                 (Path(out) / f"boot-{i}.json").write_text(json.dumps({**rep, "label": label}, indent=2) + "\n")
-
-
-@pytest.fixture(scope="module")
-def kernel() -> KernelTree:
-    return fetch_kernel("auto", cache_dir())
-
-
-@pytest.fixture(scope="module")
-def qemu() -> Path:
-    return need_binary(QEMU)
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    """Short paths for unix sockets (tmp_path may exceed their 107-byte limit)."""
-    d = Path(tempfile.mkdtemp(prefix="aoef-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def run_boot(inv: Inventory, work: Path, plan: TargetPlan | None = None, serve_extra: tuple[str, ...] = ()

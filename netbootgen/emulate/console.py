@@ -20,6 +20,18 @@ FAILURE_PATTERNS = [
 ]
 
 
+LINE_GRACE = 3.0  # seconds to wait for the rest of a failure line that arrived in pieces
+
+
+def failure_line(text: str, *, final: bool) -> str | None:
+    """The first complete console line that says the boot failed; with `final`, an unfinished last line counts too."""
+    for pat in FAILURE_PATTERNS:
+        for m in pat.finditer(text):
+            if final or m.end() < len(text):
+                return m.group(0).strip()
+    return None
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -68,6 +80,7 @@ def follow(
     failure: str | None = None
     start = time.monotonic()
     last_reached = 0.0
+    partial_since = float("inf")
     with log_path.open("w", encoding="utf-8", errors="replace") as log:
         child = spawn_console(argv, log=log)
         try:
@@ -89,10 +102,9 @@ def follow(
                         res.ok, res.t = True, round(now, 2)
                         last_reached = max(last_reached, now)
                         progress(res)
-                for pat in FAILURE_PATTERNS:
-                    m = pat.search(text)
-                    if m:
-                        failure = m.group(0).strip()
+                failure = failure_line(text, final=eof or now - partial_since > LINE_GRACE)
+                if failure is None and partial_since == float("inf") and failure_line(text, final=True):
+                    partial_since = now  # the line has begun: wait a moment for its end
                 if failure or eof:
                     break
                 if all(r.ok for r in results):

@@ -15,7 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 from netbootgen.aoe import backing as backing_mod
-from netbootgen.aoe.command import ServedExport, default_mac, open_served, parse_export_options, serve_command
+from netbootgen.aoe.command import (
+    ServedExport,
+    default_mac,
+    open_served,
+    parse_export_options,
+    serve_command,
+    split_allow,
+)
 from netbootgen.aoe.store import ExportSpec
 from netbootgen.run import run as subprocess_run
 
@@ -301,3 +308,54 @@ def test_live_bind_path_refused(disk: Path, sockdir: Path, kind: str) -> None:
             assert live.recv(10) == b"x"
     finally:
         live.close()
+
+
+def test_split_allow() -> None:
+    a, b = "52:54:00:00:03:01", "52-54-00-00-03-02"
+    assert split_allow(f"1.0=/x.img,ro,allow={a}+{b},offset=8") == ("1.0=/x.img,ro,offset=8", (
+        bytes.fromhex("525400000301"), bytes.fromhex("525400000302")))
+    assert split_allow("1.0=/x.img,ro") == ("1.0=/x.img,ro", ())
+    with pytest.raises(ValueError, match="'allow=zz': 'zz' is not a valid MAC"):
+        split_allow("1.0=/x.img,allow=zz")
+    with pytest.raises(ValueError, match="given twice"):
+        split_allow(f"1.0=/x.img,allow={a},allow={b}")
+
+
+@pytest.mark.parametrize(
+    ("export", "extra", "message"),
+    [
+        ("1.2={disk},allow=52:54:00", [], "Invalid value for '--export': 'allow=52:54:00'"),
+        ("1.2={disk},allow=52:54:00:00:00:01", ["--mac-allow", "52:54:00:00:00:02"],
+         "--mac-allow cannot be combined with an export's allow="),
+    ],
+)
+def test_bad_allow(disk: Path, sockdir: Path, export: str, extra: list[str], message: str) -> None:
+    code, out = run("--export", export.format(disk=disk), "--transport", f"unix-stream:{sockdir}/s", *extra)
+    assert code == 2 and message in out, out
+
+
+def test_each_export_answers_its_own_allow_list(tmp_path: Path, sockdir: Path) -> None:
+    """One target, two exports with their own allow= lists, two clients on one unix-stream socket (as a fleet
+    boot runs it): each MAC sees its own export only, the shared read-only one both."""
+    from netbootgen.aoe import protocol as p
+    from netbootgen.aoe.process import ServeProcess
+    from netbootgen.testing.client import AoeTimeout, Initiator, StreamChannel
+
+    a, b = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
+    for name in ("a", "b", "shared"):
+        (tmp_path / f"{name}.img").write_bytes(name.encode().ljust(512, b"\0") * 8)
+    sock = sockdir / "t.sock"
+    args = ["--export", f"0.1={tmp_path}/a.img,allow={a}", "--export", f"0.2={tmp_path}/b.img,allow={b}",
+            "--export", f"1.0={tmp_path}/shared.img,ro,allow={a}+{b}", "--transport", f"unix-stream:{sock}"]
+    with ServeProcess(args, tmp_path / "serve.log") as serve, StreamChannel(sock) as ca, StreamChannel(sock) as cb:
+        for ch, mac, own, other in ((ca, a, 1, 2), (cb, b, 2, 1)):
+            ini = Initiator(ch, mac=p.parse_mac(mac), shelf=0, slot=own, timeout=2.0)
+            ini.query()
+            assert ini.read(0, 1).rstrip(b"\0") == (b"a" if own == 1 else b"b")
+            shared = Initiator(ch, mac=p.parse_mac(mac), shelf=1, slot=0, timeout=2.0)
+            shared.query()
+            assert shared.read(0, 1).rstrip(b"\0") == b"shared"
+            with pytest.raises(AoeTimeout):
+                Initiator(ch, mac=p.parse_mac(mac), shelf=0, slot=other, timeout=0.5).query()
+        log = serve.output()
+    assert f"allowed MACs {a})" in log and f"allowed MACs {b})" in log and f"allowed MACs {a}, {b})" in log

@@ -26,7 +26,7 @@ from netbootgen.inventory import Inventory, load_inventory
 log = logging.getLogger("netbootgen.aoe")
 
 DEFAULT_UNIX_MTU = 1500
-EXPORT_SYNTAX = "SHELF.SLOT=PATH[,ro][,offset=N][,length=N][,cow=OVERLAY]"
+EXPORT_SYNTAX = "SHELF.SLOT=PATH[,ro][,offset=N][,length=N][,cow=OVERLAY][,allow=MAC+MAC...]"
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -58,6 +58,27 @@ def default_mac(spec: ExportSpec) -> bytes:
 
 def _bad(hint: str, value: str, message: str) -> click.BadParameter:
     return click.BadParameter(f"{value!r}: {message}", param_hint=f"'{hint}'")
+
+
+def split_allow(value: str) -> tuple[str, tuple[bytes, ...]]:
+    """Take an export's own allow-list out of an --export value: '1.0=PATH,ro,allow=MAC+MAC' ->
+    ('1.0=PATH,ro', (MAC, MAC)). ValueError for a malformed MAC or allow= given twice."""
+    path, *options = value.split(",")
+    rest, allow, seen = [path], [], False
+    for part in options:
+        key, sep, macs = part.partition("=")
+        if key.strip() != "allow" or not sep:
+            rest.append(part)
+            continue
+        if seen:
+            raise ValueError(f"{part!r}: option 'allow' given twice")
+        seen = True
+        for mac in macs.split("+"):
+            try:
+                allow.append(p.parse_mac(mac))
+            except ValueError as e:
+                raise ValueError(f"{part!r}: {e}") from None
+    return ",".join(rest), tuple(dict.fromkeys(allow))
 
 
 def parse_export_options(values: Sequence[str]) -> list[ExportSpec]:
@@ -204,7 +225,8 @@ def _start_message(exp: OpenExport, transport: Transport) -> str:
     metavar=EXPORT_SYNTAX,
     help="Export a file or block device as eSHELF.SLOT; offset/length in 512-byte sectors; cow=OVERLAY never "
     "writes PATH: writes go to the sparse file OVERLAY (and its sector map OVERLAY.map), created when missing "
-    "and kept across restarts. Repeatable.",
+    "and kept across restarts; allow=MAC+MAC answers only these initiators for this export (as --mac-allow "
+    "does for all). Repeatable.",
 )
 @click.option(
     "--transport",
@@ -318,8 +340,16 @@ def serve_command(
             raise click.UsageError("Missing option '--export' (or give an INVENTORY and --server).")
         if transport_value is None:
             raise click.UsageError("Missing option '--transport'.")
-        specs = parse_export_options(export_values)
-        items = [ServedExport(s, v, sync=sync, direct=direct) for s, v in zip(specs, export_values, strict=True)]
+        try:
+            split = [split_allow(v) for v in export_values]
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--export'") from None
+        if mac_allow and any(a for _, a in split):
+            raise click.UsageError("--mac-allow cannot be combined with an export's allow= (give each export its "
+                                   "own allow= instead)")
+        specs = parse_export_options([v for v, _ in split])
+        items = [ServedExport(s, v, sync=sync, direct=direct, mac_allow=a)
+                 for s, v, (_, a) in zip(specs, export_values, split, strict=True)]
 
         def fail(label: str, message: str) -> Exception:
             return _bad("--export", label, message)

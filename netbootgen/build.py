@@ -79,7 +79,9 @@ def build(
             spec = replace(spec, drivers=tuple(dict.fromkeys(spec.drivers + pci)))
         initrd = build_initrd(spec, cache)
         remove_stale(spec, cache)
-        install_boot_files(tftp, name, kernel.vmlinuz, initrd.path)
+        if install_boot_files(tftp, name, kernel.vmlinuz, initrd.path):
+            progress(f"profile {name}: the kernel and initrd this build replaces are kept as vmlinuz.prev and "
+                     "initrd.prev.img (the menus' `previous` entry)")
         how = "cached" if initrd.cached else f"built in {initrd.seconds:.1f} s"
         progress(f"profile {name}: kernel {kernel.version}, initrd {initrd.path.name}, "
                  f"{initrd.size / 1e6:.1f} MB ({how})")

@@ -68,11 +68,12 @@ def test_text_of_a_machine_file(inv: Inventory) -> None:
     text = render_grub(inv)[f"{CFG_DIR}/grub.cfg-01-52-54-00-12-34-56"].text
     assert "serial --unit=1 --speed=57600\nterminal_input serial console\nterminal_output serial console\n" in text
     assert "set default=current\nset timeout=1\n" in text
-    assert "menuentry 'node1: current initrd' --id current {\n" in text
+    assert "menuentry 'node1: current kernel and initrd' --id current {\n" in text
     # GRUB would expand $y and end the command at ';': quoted
     assert ("    linux /boot/virtio/vmlinuz root=aoe:e0.1:ext4 rw console=ttyS1,57600n8 quiet 'x=$y;z'\n"
             "    initrd /boot/virtio/initrd.img\n") in text
-    assert "    initrd /boot/virtio/initrd.prev.img\n" in text
+    assert ("    linux /boot/virtio/vmlinuz.prev root=aoe:e0.1:ext4 rw console=ttyS1,57600n8 quiet 'x=$y;z'\n"
+            "    initrd /boot/virtio/initrd.prev.img\n") in text
 
 
 def test_fallback_exits_to_the_firmware(inv: Inventory) -> None:
@@ -154,6 +155,7 @@ def test_uefi_stages_replace_seabios_and_pxelinux() -> None:
     assert [s.name for s in uefi] == ["firmware", "grub", "kernel"]
     assert uefi[0].source == "serial" and uefi[0].pattern.search("iPXE 1.0.0+git -- Open Source Network Boot Firmware")
     # the per-MAC file's echo line, as rendered
-    assert uefi[1].pattern.search("node1: booting current in 1 s; choose previous for the known-good initrd")
+    assert uefi[1].pattern.search("node1: booting current in 1 s; choose previous for the known-good kernel and "
+                                  "initrd")
     with pytest.raises(InputError):
         firmware_stages("coreboot", stages)

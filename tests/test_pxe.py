@@ -145,15 +145,16 @@ def test_both_nics_of_a_machine_get_the_same_menu(fleet: Inventory) -> None:
 
 # --- entries ----------------------------------------------------------------------------------------------
 
-def test_default_entry_boots_the_current_initrd_and_the_second_the_previous(fleet: Inventory) -> None:
+def test_default_entry_boots_the_current_pair_and_the_second_the_previous_pair(fleet: Inventory) -> None:
     text = pxe_text(fleet, "01-52-54-00-12-34-56")
     assert globals_(text) == {"SERIAL": "1 57600", "DEFAULT": "current", "PROMPT": "1", "TIMEOUT": "10",
                               "SAY": "node1: booting 'current' in 1 s; "
-                                     "type 'previous' for the known-good initrd"}
+                                     "type 'previous' for the known-good kernel and initrd"}
     append = "root=aoe:e0.1:ext4 rw console=ttyS1,57600n8 quiet loglevel=3"
     assert labels(text) == {
         "current": {"LINUX": "boot/virtio/vmlinuz", "INITRD": "boot/virtio/initrd.img", "APPEND": append},
-        "previous": {"LINUX": "boot/virtio/vmlinuz", "INITRD": "boot/virtio/initrd.prev.img",
+        # its own kernel: the one that booted with initrd.prev.img, not the new vmlinuz
+        "previous": {"LINUX": "boot/virtio/vmlinuz.prev", "INITRD": "boot/virtio/initrd.prev.img",
                      "APPEND": append},
     }
 
@@ -175,6 +176,66 @@ def test_entries_point_at_the_files_the_tftp_tree_holds(fleet: Inventory, tmp_pa
     for entry in labels(pxe_text(fleet, "01-52-54-00-12-34-56")).values():
         assert (tftp / entry["LINUX"]).is_file()
         assert (tftp / entry["INITRD"]).is_file()
+
+
+# --- the current and previous pairs in the TFTP tree -------------------------------------------------------
+
+def install(tmp_path: Path, kernel: bytes, initrd: bytes) -> bool:
+    (tmp_path / "vmlinuz").write_bytes(kernel)
+    (tmp_path / "initrd").write_bytes(initrd)
+    return install_boot_files(tmp_path / "tftp", "virtio", tmp_path / "vmlinuz", tmp_path / "initrd")
+
+
+def boot_files(tmp_path: Path) -> dict[str, bytes]:
+    d = tmp_path / "tftp" / "boot" / "virtio"
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_first_install_copies_the_current_pair_to_the_previous(tmp_path: Path) -> None:
+    assert install(tmp_path, b"k1", b"i1") is False
+    assert boot_files(tmp_path) == {"initrd.img": b"i1", "initrd.prev.img": b"i1", "vmlinuz": b"k1",
+                                    "vmlinuz.prev": b"k1"}
+    d = tmp_path / "tftp" / "boot" / "virtio"
+    assert {stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()} == {0o644}
+
+
+def test_a_new_initrd_rotates_the_pair(tmp_path: Path) -> None:
+    install(tmp_path, b"k1", b"i1")
+    assert install(tmp_path, b"k1", b"i2") is True
+    assert boot_files(tmp_path) == {"initrd.img": b"i2", "initrd.prev.img": b"i1", "vmlinuz": b"k1",
+                                    "vmlinuz.prev": b"k1"}
+
+
+def test_a_kernel_update_keeps_the_old_kernel_with_the_old_initrd(tmp_path: Path) -> None:
+    """The bug this fixes: `previous` booted the new vmlinuz with the old initrd."""
+    install(tmp_path, b"k1", b"i1")
+    assert install(tmp_path, b"k2", b"i2") is True
+    assert boot_files(tmp_path) == {"initrd.img": b"i2", "initrd.prev.img": b"i1", "vmlinuz": b"k2",
+                                    "vmlinuz.prev": b"k1"}
+    assert install(tmp_path, b"k3", b"i2") is True  # the kernel alone changes: the pair still moves together
+    assert boot_files(tmp_path) == {"initrd.img": b"i2", "initrd.prev.img": b"i2", "vmlinuz": b"k3",
+                                    "vmlinuz.prev": b"k2"}
+
+
+def test_the_same_pair_again_keeps_the_previous_pair(tmp_path: Path) -> None:
+    install(tmp_path, b"k1", b"i1")
+    install(tmp_path, b"k2", b"i2")
+    d = tmp_path / "tftp" / "boot" / "virtio"
+    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    assert install(tmp_path, b"k2", b"i2") is False
+    assert boot_files(tmp_path)["vmlinuz.prev"] == b"k1"
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before  # nothing rewritten
+
+
+def test_a_tree_from_before_vmlinuz_prev_keeps_what_its_previous_entry_booted(tmp_path: Path) -> None:
+    """Such a tree's `previous` booted vmlinuz with initrd.prev.img: the same bytes stay in the entry."""
+    d = tmp_path / "tftp" / "boot" / "virtio"
+    d.mkdir(parents=True)
+    for name, data in (("vmlinuz", b"k1"), ("initrd.img", b"i1"), ("initrd.prev.img", b"i0")):
+        (d / name).write_bytes(data)
+    assert install(tmp_path, b"k1", b"i1") is False
+    assert boot_files(tmp_path) == {"initrd.img": b"i1", "initrd.prev.img": b"i0", "vmlinuz": b"k1",
+                                    "vmlinuz.prev": b"k1"}
 
 
 def test_only_core_directives(fleet: Inventory) -> None:

@@ -94,7 +94,8 @@ def grub_entry(e: Entry) -> GrubEntry:
 def machine_grub_menu(inv: Inventory, m: Machine, mac: str) -> GrubMenu:
     current, previous = menu_entries(inv, m)
     seconds = max(1, TIMEOUT // 10)
-    say = f"{m.name}: booting {current.label} in {seconds} s; choose {previous.label} for the known-good initrd"
+    say = (f"{m.name}: booting {current.label} in {seconds} s; "
+           f"choose {previous.label} for the known-good kernel and initrd")
     return GrubMenu(comment=f"machine {m.name}, MAC {mac}", machine=m.name,
                     serial=serial_commands(m.serial_console), timeout=seconds, say=(say,),
                     entries=(grub_entry(current), grub_entry(previous)))

@@ -17,6 +17,10 @@ PXE_DIR = "pxelinux.cfg"  # relative to the TFTP root, where PXELINUX looks
 CFG_DIR = f"tftp/{PXE_DIR}"  # in the rendered tree
 DEFAULT_FILE = "default"
 TIMEOUT = 10  # tenths of a second at the boot: prompt before the default entry boots
+# Each profile's files in boot/<profile>/: the current kernel and initrd, and the previous pair, the kernel and
+# initrd a build replaced, kept together (netbootgen.pxe.tftp.install_boot_files rotates them as one).
+KERNEL, INITRD = "vmlinuz", "initrd.img"
+PREV_KERNEL, PREV_INITRD = "vmlinuz.prev", "initrd.prev.img"
 
 
 def pxe_filename(mac: str) -> str:
@@ -71,20 +75,21 @@ def serial_directive(console: str | None) -> str | None:
 
 
 def menu_entries(inv: Inventory, m: Machine) -> tuple[Entry, Entry]:
-    """The current kernel and initrd with the machine's arguments, then the previous (known-good) initrd."""
+    """The current kernel and initrd with the machine's arguments, then the previous (known-good) pair: the
+    kernel and initrd that booted together before the last build replaced them."""
     d = boot_dir(m.profile)
     append = " ".join(kernel_args(inv, m))
     return (
-        Entry("current", f"{m.name}: current initrd", f"{d}/vmlinuz", f"{d}/initrd.img", append),
-        Entry("previous", f"{m.name}: previous (known-good) initrd", f"{d}/vmlinuz", f"{d}/initrd.prev.img",
-              append),
+        Entry("current", f"{m.name}: current kernel and initrd", f"{d}/{KERNEL}", f"{d}/{INITRD}", append),
+        Entry("previous", f"{m.name}: previous (known-good) kernel and initrd", f"{d}/{PREV_KERNEL}",
+              f"{d}/{PREV_INITRD}", append),
     )
 
 
 def machine_menu(m: Machine, mac: str, entries: tuple[Entry, Entry]) -> Menu:
     current, previous = entries
     say = (f"{m.name}: booting {current.label!r} in {TIMEOUT / 10:g} s; "
-           f"type {previous.label!r} for the known-good initrd")
+           f"type {previous.label!r} for the known-good kernel and initrd")
     return Menu(comment=f"machine {m.name}, MAC {mac}", machine=m.name,
                 serial=serial_directive(m.serial_console), prompt=1, timeout=TIMEOUT, say=(say,),
                 entries=entries)

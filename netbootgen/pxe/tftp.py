@@ -1,17 +1,17 @@
-"""The TFTP tree: PXELINUX itself, the rendered per-MAC files, and each profile's kernel and initrds."""
+"""The TFTP tree: PXELINUX itself, the rendered per-MAC files, and each profile's current and previous kernel
+and initrd."""
 
 from __future__ import annotations
 
 import filecmp
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from netbootgen.errors import ToolMissing
 from netbootgen.output import write_file
 from netbootgen.pxe.grub import GRUB_DIR, GRUB_PLATFORM
-from netbootgen.pxe.menu import boot_dir
+from netbootgen.pxe.menu import INITRD, KERNEL, PREV_INITRD, PREV_KERNEL, boot_dir
 from netbootgen.run import run
 
 PXELINUX = Path("/usr/lib/PXELINUX/pxelinux.0")
@@ -48,15 +48,31 @@ def install_grub(tftp: Path) -> None:
                 install_file(src, tftp / src.relative_to(tmp))
 
 
-def install_boot_files(tftp: Path, profile: str, vmlinuz: Path, initrd: Path) -> None:
-    """Install the kernel and the new initrd; the initrd it replaces is kept as initrd.prev.img (never
-    overwrite the one that works: the PXELINUX menu's second entry boots it)."""
+def same_bytes(src: Path, dest: Path) -> bool:
+    return dest.exists() and filecmp.cmp(src, dest, shallow=False)
+
+
+def install_boot_files(tftp: Path, profile: str, vmlinuz: Path, initrd: Path) -> bool:
+    """Install `vmlinuz` and `initrd` as the profile's current pair (vmlinuz, initrd.img). When either differs
+    from the current pair, that pair is first copied to the previous pair (vmlinuz.prev, initrd.prev.img), the
+    two together: the menus' `previous` entry boots the kernel and initrd that booted together, never a new
+    kernel with the old initrd (whose modules would not match it). An unchanged pair changes nothing; the first
+    install copies the current pair to the previous one. Every file is replaced atomically and the current pair
+    is never missing. True when the previous pair was replaced."""
     d = tftp / boot_dir(profile)
-    install_file(vmlinuz, d / "vmlinuz")
-    current, previous = d / "initrd.img", d / "initrd.prev.img"
-    if current.exists() and not filecmp.cmp(initrd, current, shallow=False):
-        os.replace(current, previous)
-    install_file(initrd, current)
-    if not previous.exists():
-        shutil.copyfile(current, previous)
-        previous.chmod(0o644)
+    kernel, image, prev_kernel, prev_image = (d / n for n in (KERNEL, INITRD, PREV_KERNEL, PREV_INITRD))
+    rotated = False
+    if kernel.exists() and image.exists():
+        if not (same_bytes(vmlinuz, kernel) and same_bytes(initrd, image)):
+            install_file(kernel, prev_kernel)
+            install_file(image, prev_image)
+            rotated = True
+        elif prev_image.exists() and not prev_kernel.exists():
+            # a tree from before vmlinuz.prev: its `previous` entry booted the current kernel
+            install_file(kernel, prev_kernel)
+    install_file(vmlinuz, kernel)
+    install_file(initrd, image)
+    if not (prev_kernel.exists() and prev_image.exists()):  # the first install (or half a pair): a copy
+        install_file(kernel, prev_kernel)
+        install_file(image, prev_image)
+    return rotated

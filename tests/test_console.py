@@ -30,6 +30,27 @@ def test_follow_reports_the_whole_line_that_arrived_in_two_writes(tmp_path: Path
 
 
 def test_a_failure_line_that_never_ends_is_reported_after_a_grace(tmp_path: Path) -> None:
-    report = follow(["sh", "-c", "printf 'Kernel panic - not syncing: VFS'; sleep 60"], [Stage("x", re.compile("never"))],
-                    log_path=tmp_path / "console.log", bios_log=tmp_path / "none.log", stage_timeout=50)
+    report = follow(["sh", "-c", "printf 'Kernel panic - not syncing: VFS'; sleep 60"],
+                    [Stage("x", re.compile("never"))], log_path=tmp_path / "console.log",
+                    bios_log=tmp_path / "none.log", stage_timeout=50)
     assert report.failure == "Kernel panic - not syncing: VFS"
+
+
+def test_a_stage_types_its_send_text_when_reached(tmp_path: Path) -> None:
+    """As boot-test --entry previous types the label at PXELINUX's boot: prompt."""
+    script = "printf 'boot: '; read -r label; echo \"chose <$label>\"; exit 0"
+    report = follow(["sh", "-c", script],
+                    [Stage("prompt", re.compile("boot: "), send="previous\r"), Stage("chosen", re.compile("chose <"))],
+                    log_path=tmp_path / "console.log", bios_log=tmp_path / "none.log", stage_timeout=20)
+    assert report.ok, report.console
+    assert "chose <previous>" in report.console
+
+
+def test_no_exit_timeout_stops_a_guest_that_stays_up_after_the_last_stage(tmp_path: Path) -> None:
+    """A guest sent to local boot never powers off: with exit_timeout=None it is stopped, not waited for."""
+    start = time.monotonic()
+    report = follow(["sh", "-c", "echo 'Booting from local disk...'; sleep 60"],
+                    [Stage("localboot", re.compile(r"Booting from local disk\.\.\."))],
+                    log_path=tmp_path / "console.log", bios_log=tmp_path / "none.log", exit_timeout=None)
+    assert report.ok and report.failure is None
+    assert time.monotonic() - start < 10

@@ -37,6 +37,7 @@ class Stage:
     name: str
     pattern: re.Pattern[str]
     source: str = "serial"  # or "bios": SeaBIOS's debug port log
+    send: str | None = None  # typed on the serial console once the stage is reached (a label at PXELINUX's boot:)
 
 
 @dataclass
@@ -69,12 +70,14 @@ def follow(
     log_path: Path,
     bios_log: Path,
     stage_timeout: float = 180.0,
-    exit_timeout: float = 30.0,
+    exit_timeout: float | None = 30.0,
     progress: Callable[[StageResult], None] = lambda r: None,
 ) -> ConsoleReport:
     """Start `argv`, watch for each stage in order; each must appear within `stage_timeout` s of the previous.
 
-    After the last stage, wait up to `exit_timeout` s for the guest to power off (QEMU exits)."""
+    A stage's `send` text is typed on the console when it is reached. After the last stage, wait up to
+    `exit_timeout` s for the guest to power off (QEMU exits); None: stop it at once (a guest that is not meant to
+    power off, e.g. one PXELINUX's `default` sent to local boot)."""
     results = [StageResult(s.name) for s in stages]
     text = ""
     failure: str | None = None
@@ -102,12 +105,16 @@ def follow(
                         res.ok, res.t = True, round(now, 2)
                         last_reached = max(last_reached, now)
                         progress(res)
+                        if stage.send is not None:
+                            child.send(stage.send)
                 failure = failure_line(text, final=eof or now - partial_since > LINE_GRACE)
                 if failure is None and partial_since == float("inf") and failure_line(text, final=True):
                     partial_since = now  # the line has begun: wait a moment for its end
                 if failure or eof:
                     break
                 if all(r.ok for r in results):
+                    if exit_timeout is None:
+                        break
                     child.expect(pexpect.EOF, timeout=exit_timeout)
                     text += child.before or ""
                     break

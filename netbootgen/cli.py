@@ -183,15 +183,23 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str, compress
 @click.option("--dhcp-mode", type=click.Choice(["server", "proxy"]),
               help="With --network netns: run dnsmasq in this mode (default: the inventory's [dhcp] mode); proxy "
                    "adds another DHCP server that gives addresses only.")
+@click.option("--entry", type=click.Choice(["current", "previous"]), default="current", show_default=True,
+              help="The per-MAC menu's entry to boot: previous (the known-good vmlinuz.prev and initrd.prev.img) "
+                   "is typed at PXELINUX's boot: prompt over the serial console (--firmware bios); --via direct "
+                   "boots the entry's files from the TFTP tree.")
+@click.option("--mac", help="The guest's MAC instead of the machine's first: another of its MACs, or one no machine "
+                            "has, which gets PXELINUX's pxelinux.cfg/default: its local boot is the outcome reported "
+                            "(exit status 0 when it is seen), not a timeout.")
 def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, dracut: str,
               compress: str | None, accel: str,
               json_path: Path | None, stage_timeout: float, workdir: Path | None,
               timeline_path: Path | None, root: str, root_image: Path | None, persist: bool,
-              image_size: str, network: str, firmware: str, aoe_target: str, dhcp_mode: str | None) -> None:
+              image_size: str, network: str, firmware: str, aoe_target: str, dhcp_mode: str | None,
+              entry: str, mac: str | None) -> None:
     """Boot a machine of INVENTORY under QEMU with its root on netbootgen's AoE target; report each stage.
 
     Exit status 0 only if every stage is reached and the guest's write reached the AoE disk (a real root: and
-    its file system is clean after the poweroff)."""
+    its file system is clean after the poweroff); with a --mac no machine has, if PXELINUX's local boot is seen."""
     from netbootgen.emulate.boottest import BootTestOptions
     from netbootgen.emulate.boottest import boot_test as run_boot_test
     from netbootgen.image.fs import parse_size
@@ -202,7 +210,7 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
                            compress=compress,
                            stage_timeout=stage_timeout, workdir=workdir, root=root, root_image=root_image,
                            persist=persist, image_size=parse_size(image_size), network=network,
-                           firmware=firmware, aoe_target=aoe_target, dhcp_mode=dhcp_mode)
+                           firmware=firmware, aoe_target=aoe_target, dhcp_mode=dhcp_mode, entry=entry, mac=mac)
     result = run_boot_test(inv, opts, cache_dir(), _progress)
     if json_path is not None:
         write_file(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode(), 0o644)
@@ -210,11 +218,14 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
         from netbootgen.emulate.timeline import timeline_svg
 
         write_file(timeline_path, timeline_svg([("", result.to_json())]).encode(), 0o644)
-    click.echo(f"\nboot-test {result.machine} via {result.via} ({result.accel}):")
+    who = f"{result.machine}{f' with MAC {result.mac}' if result.mac else ''}"
+    how = f"{result.via}{f', entry {result.entry}' if result.entry != 'current' else ''}"
+    click.echo(f"\nboot-test {who} via {how} ({result.accel}):")
     for s in result.report.stages:
         t = f"{s.t:7.2f} s" if s.t is not None else "      -  "
         click.echo(f"  {s.name:<15} {t}  {'ok' if s.ok else 'NOT REACHED'}")
-    click.echo(f"  {'disk write':<15} {'':9}  {'ok' if result.disk_marker else 'MISSING'}")
+    if not result.localboot:
+        click.echo(f"  {'disk write':<15} {'':9}  {'ok' if result.disk_marker else 'MISSING'}")
     rc = result.root_check
     if rc is not None:
         click.echo(f"  {'clean fs':<15} {'':9}  {'ok' if rc.clean else 'NOT CLEAN'} ({rc.fs_detail})")
@@ -225,7 +236,7 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
         failed = next((s.name for s in result.report.stages if not s.ok), None)
         where = f" at stage {failed}" if failed else ""
         raise BootFailed(f"boot-test failed{where}: {detail}\nlast console lines:\n{result.report.last_lines()}")
-    click.echo("all stages reached")
+    click.echo(f"outcome: {result.outcome}" if result.localboot else "all stages reached")
 
 
 @main.command()

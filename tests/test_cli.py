@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from netbootgen.cli import main
@@ -63,6 +64,24 @@ def test_boot_test_rejects_unknown_machine() -> None:
 def test_usage_error_exit_status() -> None:
     res = CliRunner().invoke(main, ["boot-test", "--via", "floppy"])
     assert res.exit_code == 2
+
+
+FLEET = Path(__file__).resolve().parent / "data" / "fleet.toml"
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--mac", "52:54:00:zz:00:01"], "--mac: '52:54:00:zz:00:01' is not a MAC address"),
+    # another machine's MAC is that machine's boot, not an unknown MAC's
+    ([str(FLEET), "--machine", "web1", "--mac", "52-54-00-00-02-01"],
+     "--mac 52:54:00:00:02:01 is machine db1's; boot it with --machine db1"),
+    (["--entry", "previous", "--firmware", "uefi"], "--entry previous: chosen at PXELINUX's boot: prompt"),
+    (["--entry", "previous", "--mac", "52:54:00:99:99:99"], "--entry previous: chosen at PXELINUX's boot: prompt"),
+    (["--mac", "52:54:00:99:99:99", "--firmware", "uefi"], "--mac 52:54:00:99:99:99: the local boot of a MAC"),
+])
+def test_boot_test_entry_and_mac_usage_errors(args: list[str], named: str) -> None:
+    res = CliRunner().invoke(main, ["boot-test", *args])
+    assert res.exit_code == 2, res.output
+    assert named in res.output
 
 
 def test_validate_reports_generator_level_errors(tmp_path: Path) -> None:

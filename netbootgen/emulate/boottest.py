@@ -21,13 +21,18 @@ from netbootgen.emulate.rootfs import INIT_MARKER, make_rootfs, read_marker
 from netbootgen.emulate.targetplan import TargetPlan, TargetRunner
 from netbootgen.errors import InputError
 from netbootgen.fleet import kernel_args, machine_mtu
-from netbootgen.inventory import Export, Inventory, Machine
+from netbootgen.inventory import Export, Inventory, Machine, normalize_mac
 from netbootgen.kernel.fetch import KernelTree
 from netbootgen.modules.initrd import InitrdResult
+from netbootgen.pxe.menu import DEFAULT_FILE, PXE_DIR, Entry, machine_menu, menu_entries
 from netbootgen.run import need_binary
 
 TARGET_MAC = "02:00:00:00:ae:01"
 TARGET_SOCK, QEMU_SOCK = "target.sock", "qemu.sock"
+ENTRIES = ("current", "previous")  # the per-MAC menus' entries (netbootgen.pxe.menu.menu_entries)
+# What PXELINUX prints when an entry says LOCALBOOT (core/fs/pxe/pxe.c), the `default` file's only entry.
+LOCALBOOT = Stage("localboot", re.compile(r"Booting from local disk\.\.\."))
+LOCALBOOT_OUTCOME = f"local boot: the default entry ({PXE_DIR}/{DEFAULT_FILE})"
 
 Progress = Callable[[str], None]
 
@@ -54,6 +59,8 @@ class BootTestOptions:
     image_size: int = DEFAULT_SIZE  # of the Debian image
     serve_extra: tuple[str, ...] = ()  # more `netbootgen serve` arguments, e.g. ("--fault", "drop=0.05")
     target_plan: TargetPlan | None = None  # start the target late, restart it at a stage, or leave it out
+    entry: str = "current"  # the per-MAC menu's entry to boot: "previous" is typed at PXELINUX's boot: prompt
+    mac: str | None = None  # the guest's MAC instead of the machine's first; one no machine has: local boot
 
 
 @dataclass
@@ -67,16 +74,31 @@ class BootTestResult:
     workdir: Path | None
     root_check: RootCheck | None = None  # a real root: what the host found on the disk afterwards
     target_events: tuple[tuple[float, str], ...] = ()  # (s since the target's plan started, what happened)
+    entry: str = "current"
+    mac: str | None = None
+    localboot: bool = False  # a MAC no machine has, via PXE: the expected outcome is the `default` file's local boot
 
     @property
     def ok(self) -> bool:
+        if self.localboot:
+            return self.report.ok
         return self.report.ok and self.disk_marker and (self.root_check is None or self.root_check.ok)
+
+    @property
+    def outcome(self) -> str:
+        """What the run showed: the local boot of an unknown MAC, the machine's root booted, or failed."""
+        if not self.ok:
+            return "failed"
+        return LOCALBOOT_OUTCOME if self.localboot else "booted"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "machine": self.machine,
             "via": self.via,
+            "entry": self.entry,
+            "mac": self.mac,
+            "outcome": self.outcome,
             "stages": [{"name": s.name, "t": s.t, "ok": s.ok} for s in self.report.stages],
             "console_log": self.report.console.replace("\r", ""),
             "accel": self.accel,
@@ -114,6 +136,44 @@ def stages_for(via: str, ex: Export, real: bool = False) -> list[Stage]:
     return [s for s in stages if via == "pxe" or s.name != "pxelinux"]
 
 
+def entry_stages(stages: list[Stage], m: Machine, mac: str, entries: tuple[Entry, Entry], label: str,
+                 via: str) -> list[Stage]:
+    """The stages of a boot of the per-MAC menu's entry `label`. Not the default entry: via PXE, a stage `prompt`
+    (the menu's SAY line, printed just before PXELINUX's boot: prompt) types the label, and the `kernel` stage
+    is the kernel's command line naming the entry's own kernel and initrd (BOOT_IMAGE= and PXELINUX's initrd=),
+    so that the default entry booting instead cannot pass."""
+    entry = next(e for e in entries if e.label == label)
+    if entry is entries[0] or via != "pxe":
+        return stages
+    say = machine_menu(m, mac, entries).say[0]
+    prompt = Stage("prompt", re.compile(re.escape(say)), send=f"{label}\r")
+    kernel = Stage("kernel", re.compile(rf"Command line: BOOT_IMAGE={re.escape(entry.kernel)} .*"
+                                        rf"initrd={re.escape(entry.initrd or '')}(\s|$)"))
+    out: list[Stage] = []
+    for st in stages:
+        out += [st, prompt] if st.name == "pxelinux" else [kernel] if st.name == "kernel" else [st]
+    return out
+
+
+def localboot_stages(stages: list[Stage]) -> list[Stage]:
+    """A MAC without a pxelinux.cfg file: PXELINUX loads `default`, whose LOCALBOOT hands the machine back to the
+    firmware (a local disk, none here): the firmware, PXELINUX, then its local-boot line."""
+    return [*(st for st in stages if st.name in ("firmware", "pxelinux")), LOCALBOOT]
+
+
+def guest_mac(inv: Inventory, m: Machine, mac: str | None) -> tuple[str, bool]:
+    """The guest's MAC (`mac`, or the machine's first) and whether no machine of `inv` has it."""
+    if mac is None:
+        return m.macs[0], False
+    norm = normalize_mac(mac)
+    if norm is None:
+        raise InputError(f"--mac: {mac!r} is not a MAC address (e.g. 52:54:00:12:34:56)")
+    owner = next((x.name for x in inv.machines.values() if norm in x.macs), None)
+    if owner is not None and owner != m.name:
+        raise InputError(f"--mac {norm} is machine {owner}'s; boot it with --machine {owner}")
+    return norm, owner is None
+
+
 def choose_accel(requested: str, qemu: Path, kernel: KernelTree, cache: Path) -> str:
     if requested != "auto":
         return requested
@@ -149,6 +209,16 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         raise InputError("an initrd of one's own (initrd_path) boots with --via direct")
     if opts.persist and opts.root_image is None:
         raise InputError("--persist goes with --root-image (the Debian image is booted as a copy)")
+    if opts.entry not in ENTRIES:
+        raise InputError(f"--entry must be current or previous, not {opts.entry!r}")
+    mac, unknown = guest_mac(inv, m, opts.mac)
+    localboot = unknown and opts.via == "pxe"  # PXELINUX finds no 01-<mac> file and loads `default`
+    if localboot and opts.firmware != "bios":
+        raise InputError(f"--mac {mac}: the local boot of a MAC the inventory does not know is followed with "
+                         "--firmware bios (PXELINUX's `default`)")
+    if opts.entry != "current" and (localboot or opts.via == "pxe" and opts.firmware != "bios"):
+        raise InputError(f"--entry {opts.entry}: chosen at PXELINUX's boot: prompt, so --firmware bios and a MAC "
+                         "of the machine (or --via direct, which boots the entry's files from the TFTP tree)")
     real = opts.root == "debian" or opts.root_image is not None
     if real:  # the image's check unit runs only when asked on the kernel command line
         inv = with_check(inv, m)
@@ -159,7 +229,10 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     def say(msg: str) -> None:
         progress(f"[{time.monotonic() - t0:6.1f}s] {msg}")
 
-    say(f"machine {m.name} ({m.macs[0]}), root {ex.target}, profile {profile.name}, via {opts.via}")
+    unknown_note = f", no machine has it: expecting the local boot of {PXE_DIR}/{DEFAULT_FILE}" if localboot else ""
+    entry_note = f", entry {opts.entry}" if opts.entry != "current" else ""
+    say(f"machine {m.name} ({mac}{unknown_note}), root {ex.target}, profile {profile.name}, via {opts.via}"
+        f"{entry_note}")
     qemu = need_binary(QEMU)
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="netbootgen-boot-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -167,6 +240,11 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         built = build(inv, work / "render", cache, systemd=opts.systemd, profiles=[profile.name], progress=say,
                       dracut=opts.dracut, compress=opts.compress)
         kernel, initrd = built.profiles[profile.name].kernel, built.profiles[profile.name].initrd
+        entries = menu_entries(inv, m)
+        entry = next(e for e in entries if e.label == opts.entry)
+        # --via direct boots the entry's own files from the TFTP tree (the previous pair is not in the cache)
+        direct_kernel, direct_initrd = ((kernel.vmlinuz, initrd.path) if entry is entries[0] else
+                                        (built.tftp / (entry.kernel or ""), built.tftp / (entry.initrd or "")))
         root = prepare_root(inv, m, work, cache, say, root_image=opts.root_image, persist=opts.persist,
                             size=opts.image_size) if real else None
         image = root.image if root else make_rootfs(work / "root.img")
@@ -188,17 +266,19 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 boot_nic=net is not None and opts.via == "pxe",
                 firmware=opts.firmware,
                 uefi_vars=uefi_vars(work) if opts.firmware == "uefi" else None,
-                mac=m.macs[0],
+                mac=mac,
                 name=m.name,
                 host_mtu=mtu if mtu != 1500 else None,
                 bios_log=work / "bios.log",
                 tftp_root=built.tftp if opts.via == "pxe" and not net else None,
-                kernel=kernel.vmlinuz if opts.via == "direct" else None,
-                initrd=(opts.initrd_path or initrd.path) if opts.via == "direct" else None,
+                kernel=direct_kernel if opts.via == "direct" else None,
+                initrd=(opts.initrd_path or direct_initrd) if opts.via == "direct" else None,
                 append=" ".join(kernel_args(inv, m) if opts.kernel_args is None else opts.kernel_args),
             )
             say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
             stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))
+            stages = localboot_stages(stages) if localboot else \
+                entry_stages(stages, m, mac, entries, opts.entry, opts.via)
             boot_start = time.monotonic() - t0
 
             def on_stage(r: StageResult) -> None:
@@ -206,17 +286,23 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 target.on_stage(r.name)
 
             report = follow(qemu_argv(qspec), stages, log_path=work / "console.log",
-                            bios_log=work / "bios.log", stage_timeout=opts.stage_timeout, progress=on_stage)
+                            bios_log=work / "bios.log", stage_timeout=opts.stage_timeout, progress=on_stage,
+                            exit_timeout=None if localboot else 30.0)  # a local boot never powers off
             if target.error is not None:
                 raise target.error
-        root_check = check_root(root, work) if root else None
-        marker = root_check.data_ok if root_check else read_marker(image) is not None
-        say("the guest's write reached the AoE disk" if marker else "no write from the guest found on the AoE disk")
+        root_check = check_root(root, work) if root and not localboot else None
+        marker = root_check.data_ok if root_check else not localboot and read_marker(image) is not None
+        if localboot:
+            say(f"outcome: {LOCALBOOT_OUTCOME}" if report.ok else "the local boot was not seen")
+        else:
+            say("the guest's write reached the AoE disk" if marker else
+                "no write from the guest found on the AoE disk")
         if root_check:
             say(f"root file system {'clean' if root_check.clean else 'NOT CLEAN'} ({root_check.fs_detail}); "
                 f"the check unit's boot counter on the disk: {root_check.boots}")
         result = BootTestResult(m.name, opts.via, accel, report, initrd, marker, work if opts.workdir else None,
-                                target_events=tuple(target.events))
+                                target_events=tuple(target.events), entry=opts.entry,
+                                mac=mac if opts.mac is not None else None, localboot=localboot)
         result.root_check = root_check
         return result
     finally:

@@ -1,0 +1,58 @@
+"""boot-test's stages for the per-MAC menu's `previous` entry and for a MAC the inventory does not know."""
+
+from __future__ import annotations
+
+import pytest
+
+from netbootgen.emulate.boottest import LOCALBOOT, entry_stages, guest_mac, localboot_stages, stages_for
+from netbootgen.errors import InputError
+from netbootgen.inventory import Inventory, load_inventory
+from netbootgen.pxe.menu import CFG_DIR, menu_entries, pxe_filename, render_pxe
+
+CURRENT = ("Command line: BOOT_IMAGE=boot/virtio/vmlinuz root=aoe:e0.1:ext4 rw console=ttyS0,115200 "
+           "initrd=boot/virtio/initrd.img\r\n")
+PREVIOUS = ("Command line: BOOT_IMAGE=boot/virtio/vmlinuz.prev root=aoe:e0.1:ext4 rw console=ttyS0,115200 "
+            "initrd=boot/virtio/initrd.prev.img\r\n")
+
+
+@pytest.fixture
+def inv() -> Inventory:
+    return load_inventory(None)  # the built-in example: node1, profile virtio
+
+
+def test_previous_via_pxe_types_its_label_at_the_prompt_and_checks_its_own_files(inv: Inventory) -> None:
+    m = inv.machines["node1"]
+    mac = m.macs[0]
+    base = stages_for("pxe", inv.exports[m.export])
+    stages = entry_stages(base, m, mac, menu_entries(inv, m), "previous", "pxe")
+    assert [s.name for s in stages] == ["firmware", "pxelinux", "prompt", "kernel", "initrd", "aoe-discovered",
+                                        "root-mounted", "init"]
+    prompt, kernel = stages[2], stages[3]
+    assert prompt.send == "previous\r"
+    # the SAY line of the file PXELINUX loads for this MAC, as rendered
+    say = next(line for line in render_pxe(inv)[f"{CFG_DIR}/{pxe_filename(mac)}"].text.splitlines()
+               if line.startswith("SAY "))
+    assert prompt.pattern.search(say[4:] + "\r\n")
+    assert kernel.pattern.search(PREVIOUS)
+    assert not kernel.pattern.search(CURRENT)  # the default entry booting instead does not pass
+
+
+def test_current_and_direct_stages_are_unchanged(inv: Inventory) -> None:
+    m = inv.machines["node1"]
+    entries = menu_entries(inv, m)
+    pxe = stages_for("pxe", inv.exports[m.export])
+    assert entry_stages(pxe, m, m.macs[0], entries, "current", "pxe") == pxe
+    direct = stages_for("direct", inv.exports[m.export])
+    assert entry_stages(direct, m, m.macs[0], entries, "previous", "direct") == direct
+
+
+def test_an_unknown_mac_expects_the_local_boot(inv: Inventory) -> None:
+    m = inv.machines["node1"]
+    stages = localboot_stages(stages_for("pxe", inv.exports[m.export]))
+    assert [s.name for s in stages] == ["firmware", "pxelinux", "localboot"]
+    assert LOCALBOOT.pattern.search("Booting from local disk...\r\n")
+    assert guest_mac(inv, m, "52-54-00-99-99-99") == ("52:54:00:99:99:99", True)
+    assert guest_mac(inv, m, "5254.0012.3456") == ("52:54:00:12:34:56", False)
+    assert guest_mac(inv, m, None) == (m.macs[0], False)
+    with pytest.raises(InputError, match="not a MAC address"):
+        guest_mac(inv, m, "52:54")

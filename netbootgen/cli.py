@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from netbootgen.cache import cache_dir
 from netbootgen.errors import BootFailed, InputError
-from netbootgen.inventory import example_text, load_inventory
+from netbootgen.inventory import Inventory, example_text, load_inventory
+
+if TYPE_CHECKING:
+    from netbootgen.emulate.boottest import BootTestOptions
 
 inventory_arg = click.argument(
     "inventory", required=False, type=click.Path(dir_okay=False, path_type=Path)
@@ -146,7 +151,14 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str, compress
 
 @main.command("boot-test")
 @inventory_arg
-@click.option("--machine", help="Machine to boot (default: the first in the inventory).")
+@click.option("--machine", multiple=True,
+              help="Machine to boot (default: the first in the inventory). Repeat it to boot several at once.")
+@click.option("--all", "all_machines", is_flag=True,
+              help="Boot every machine of the inventory at once (at most --jobs at a time) through one AoE target; "
+                   "each guest proves it got its own export and PXELINUX file. One line per machine; --json: one "
+                   "report for the fleet.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="cores",
+              help="With several machines: how many guests run at once.")
 @click.option("--via", type=click.Choice(["pxe", "direct"]), default="pxe", show_default=True,
               help="pxe: firmware -> PXELINUX per-MAC file -> kernel + initrd; direct: QEMU -kernel/-initrd.")
 @click.option("--initrd", "flavour", type=click.Choice(["systemd", "shell"]), default="systemd", show_default=True,
@@ -190,7 +202,8 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str, compress
 @click.option("--mac", help="The guest's MAC instead of the machine's first: another of its MACs, or one no machine "
                             "has, which gets PXELINUX's pxelinux.cfg/default: its local boot is the outcome reported "
                             "(exit status 0 when it is seen), not a timeout.")
-def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: str, dracut: str,
+def boot_test(inventory: Path | None, machine: tuple[str, ...], all_machines: bool, jobs: int, via: str,
+              flavour: str, dracut: str,
               compress: str | None, accel: str,
               json_path: Path | None, stage_timeout: float, workdir: Path | None,
               timeline_path: Path | None, root: str, root_image: Path | None, persist: bool,
@@ -206,11 +219,16 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
     from netbootgen.output import write_file
 
     inv = load_inventory(inventory)
-    opts = BootTestOptions(machine=machine, via=via, accel=accel, systemd=flavour == "systemd", dracut=dracut,
+    opts = BootTestOptions(machine=machine[0] if machine else None, via=via, accel=accel,
+                           systemd=flavour == "systemd", dracut=dracut,
                            compress=compress,
                            stage_timeout=stage_timeout, workdir=workdir, root=root, root_image=root_image,
                            persist=persist, image_size=parse_size(image_size), network=network,
                            firmware=firmware, aoe_target=aoe_target, dhcp_mode=dhcp_mode, entry=entry, mac=mac)
+    if all_machines or len(machine) > 1:
+        if all_machines and machine:
+            raise InputError("--all boots every machine: leave out --machine (or name each machine to boot)")
+        return _boot_fleet(inv, machine, jobs, opts, json_path, timeline_path)
     result = run_boot_test(inv, opts, cache_dir(), _progress)
     if json_path is not None:
         write_file(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode(), 0o644)
@@ -237,6 +255,34 @@ def boot_test(inventory: Path | None, machine: str | None, via: str, flavour: st
         where = f" at stage {failed}" if failed else ""
         raise BootFailed(f"boot-test failed{where}: {detail}\nlast console lines:\n{result.report.last_lines()}")
     click.echo(f"outcome: {result.outcome}" if result.localboot else "all stages reached")
+
+
+def _boot_fleet(inv: Inventory, machines: tuple[str, ...], jobs: int, opts: BootTestOptions,
+                json_path: Path | None, timeline_path: Path | None) -> None:
+    """boot-test of several machines: one line per machine, one JSON report for the fleet."""
+    from netbootgen.emulate.fleetboot import FleetOptions, boot_fleet
+    from netbootgen.output import write_file
+
+    fleet = boot_fleet(inv, FleetOptions(machines, jobs, opts), cache_dir(), _progress)
+    if json_path is not None:
+        write_file(json_path, (json.dumps(fleet.to_json(), indent=2) + "\n").encode(), 0o644)
+    if timeline_path is not None:
+        from netbootgen.emulate.timeline import timeline_svg
+
+        rows = [("", r.to_json()) for r in fleet.runs]
+        write_file(timeline_path, timeline_svg(rows, "netbootgen boot-test fleet").encode(), 0o644)
+    click.echo(f"\nboot-test of {len(fleet.runs)} machines via {fleet.via} ({fleet.accel}, {fleet.jobs} at a time, "
+               f"{fleet.seconds:.1f} s):")
+    width = max(len(r.result.machine) for r in fleet.runs)
+    for r in fleet.runs:
+        how = "ok" if r.ok else f"failed at {r.failed_stage}"
+        click.echo(f"  {r.result.machine:<{width}}  {how:<28} {r.result.report.seconds:7.1f} s")
+    failed = [r for r in fleet.runs if not r.ok]
+    if failed:
+        lines = [f"{r.result.machine}: {r.result.report.failure or '; '.join(r.problems)}" for r in failed]
+        raise BootFailed(f"boot-test failed for {len(failed)} of {len(fleet.runs)} machines:\n" + "\n".join(lines))
+    click.echo("all machines booted, each with its own export and PXELINUX file"
+               if fleet.via == "pxe" else "all machines booted, each with its own export and kernel arguments")
 
 
 @main.command()

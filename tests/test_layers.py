@@ -24,7 +24,7 @@ RANKS: list[tuple[str, int]] = [
     # helpers for tests and benchmarks: an AoE client, a busybox guest
     ("netbootgen.testing", 80),
     # emulation: boot-test on the console follower, QEMU command lines and root images
-    ("netbootgen.emulate.boottest", 71), ("netbootgen.emulate", 70),
+    ("netbootgen.emulate.fleetboot", 72), ("netbootgen.emulate.boottest", 71), ("netbootgen.emulate", 70),
     # builders: the pipeline, then what it calls
     ("netbootgen.image", 60),  # root images: mmdebstrap recipe, file-system images, reading them back
     ("netbootgen.build", 65), ("netbootgen.modules.inspect", 63), ("netbootgen.modules.initrd", 62),

@@ -71,6 +71,11 @@ def test_guest_named_after_its_machine() -> None:
     assert "-name" not in qemu_argv(spec(kernel=Path("/k")))
 
 
+def test_smbios_serial_number() -> None:
+    assert after(qemu_argv(spec(serial_number="kiosk1", kernel=Path("/k"))), "-smbios") == ["type=1,serial=kiosk1"]
+    assert "-smbios" not in qemu_argv(spec(kernel=Path("/k")))
+
+
 def test_no_bios_log_no_nic() -> None:
     argv = qemu_argv(QemuSpec(BIN, kernel=Path("/k"), append="panic=-1"))
     assert "-chardev" not in argv and "-netdev" not in argv and "-device" not in argv

@@ -67,6 +67,7 @@ class QemuSpec:
     uefi_vars: Path | None = None  # a writable copy of OVMF_VARS, one per guest
     boot_nic: bool = False  # network boot from the NIC first (bootindex), without slirp's TFTP
     name: str | None = None  # -name: the guest and its process (ps, top) named, e.g. after the machine
+    serial_number: str | None = None  # SMBIOS system serial: the guest reads /sys/class/dmi/id/product_serial
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
@@ -79,6 +80,7 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", "stdio",
         *(["-name", f"guest={optarg(spec.name)},process={optarg(spec.name)}"] if spec.name else []),
+        *(["-smbios", f"type=1,serial={optarg(spec.serial_number)}"] if spec.serial_number else []),
     ]  # fmt: skip
     if spec.firmware == "uefi":
         if spec.uefi_vars is None:

@@ -197,12 +197,36 @@ def _no_symbol(what: str, name: str, table: dict[str, Any], profile_key: str) ->
 
 def _server(c: _Checker, name: str, raw: dict[str, Any]) -> Server:
     key = f"servers.{part(name)}"
-    c.keys(raw, key, {"interface", "mtu"}, {"interface"})
+    c.keys(raw, key, {"interface", "interfaces", "mtu"})
+    mtu = c.int_(raw, "mtu", key, 1500, MTU_MIN, MTU_MAX) or 1500
+    if "interfaces" in raw:
+        if "interface" in raw:
+            c.bad(f"{key}.interfaces", f"give interface = {show(raw['interface'])} or interfaces = "
+                                       f"{show(raw['interfaces'])}, not both")
+        first, more = _interfaces(c, raw, key)
+        return Server(name, first, mtu, more)
+    if "interface" not in raw:
+        c.bad(f"{key}.interface", "is required (or interfaces = [...], to serve on several)")
     iface = c.str_(raw, "interface", key) or "eth0"
     if "interface" in raw and not IFNAME_RE.match(iface):
         c.bad(f"{key}.interface", f"{show(iface)} is not an interface name")
-    mtu = c.int_(raw, "mtu", key, 1500, MTU_MIN, MTU_MAX)
-    return Server(name, iface, mtu or 1500)
+    return Server(name, iface, mtu)
+
+
+def _interfaces(c: _Checker, raw: dict[str, Any], key: str) -> tuple[str, tuple[str, ...]]:
+    """`interfaces = ["eth0", "eth1"]`: the server's exports are served on each (multipath)."""
+    names = c.strlist(raw, "interfaces", key)
+    if not names and isinstance(raw["interfaces"], list):
+        c.bad(f"{key}.interfaces", "is empty (name at least one interface)")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        # ':' too: Linux refuses it in a device name ('eth0:1' is an address label, no AF_PACKET interface).
+        if not IFNAME_RE.match(name) or ":" in name:
+            c.bad(f"{key}.interfaces[{i}]", f"{show(name)} is not an interface name")
+        elif name in seen:
+            c.bad(f"{key}.interfaces[{i}]", f"{show(name)} is already interfaces[{seen[name]}]")
+        seen.setdefault(name, i)
+    return (names[0] if names else "eth0"), tuple(names[1:])
 
 
 def _export(c: _Checker, name: str, raw: dict[str, Any]) -> Export:

@@ -28,8 +28,14 @@ class Profile:
 @dataclass(frozen=True)
 class Server:
     name: str
-    interface: str
+    interface: str  # the first (or only) of `interfaces`
     mtu: int = 1500
+    # Every interface the exports are served on (multipath: `interfaces = [...]`); () means (interface,).
+    more_interfaces: tuple[str, ...] = ()
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return (self.interface, *self.more_interfaces)
 
 
 @dataclass(frozen=True)

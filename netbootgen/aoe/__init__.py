@@ -14,7 +14,8 @@ Modules, each importing only those above it:
 - `dgram`: the datagram transports, `UnixDgramTransport` and `InterfaceTransport` (AF_PACKET).
 - `stream`: `UnixStreamTransport`, length-prefixed frames over a listening unix stream socket.
 - `server`: `open_transport` (address -> open transport) and `ServeLoop`, the selectors loop running a
-  `Target` on a transport.
+  `Target` on a transport, or one target per transport over the same exports (multipath).
+- `paths`: multipath: each ``--transport`` with the MAC it answers from (`plan_paths`, `open_paths`).
 - `command`: the click command `serve_command` (``netbootgen serve``), with `--export` specs or an
   inventory server (`inventory_plan`: its exports, each allowing the MACs of the machines booting from it).
 - `process`: `ServeProcess`, ``netbootgen serve`` as a child process (started, ready, stopped, its output

@@ -13,9 +13,18 @@ import click
 
 from netbootgen.aoe import fastpath
 from netbootgen.aoe import protocol as p
-from netbootgen.aoe.address import TRANSPORT_SYNTAX, InterfaceAddress, UnixStreamAddress, parse_transport
+from netbootgen.aoe.address import TRANSPORT_SYNTAX, InterfaceAddress, UnixStreamAddress
 from netbootgen.aoe.fault import FAULT_SYNTAX, FaultSpec, parse_fault_spec
-from netbootgen.aoe.server import ServeLoop, open_transport
+from netbootgen.aoe.paths import (
+    MAC_HELP,
+    TRANSPORT_HELP_MULTIPATH,
+    PathError,
+    open_paths,
+    path_macs,
+    path_mtu,
+    plan_paths,
+)
+from netbootgen.aoe.server import ServeLoop
 from netbootgen.aoe.store import ExportSpec, OpenExport, parse_export_spec
 from netbootgen.aoe.target import Target
 from netbootgen.aoe.transport import Transport
@@ -49,11 +58,6 @@ def setup_logging() -> None:
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(logging.INFO)
-
-
-def default_mac(spec: ExportSpec) -> bytes:
-    """Locally administered unicast MAC derived from the address: e1.2 -> 02:00:00:00:01:02."""
-    return b"\x02\x00\x00" + spec.shelf.to_bytes(2, "big") + bytes((spec.slot,))
 
 
 def _bad(hint: str, value: str, message: str) -> click.BadParameter:
@@ -193,7 +197,7 @@ def _inventory_error(source: str) -> Callable[[str, str], Exception]:
     return lambda label, message: InputError(f"{source}: {label}: {message}")
 
 
-def _start_message(exp: OpenExport, transport: Transport) -> str:
+def _start_message(exp: OpenExport, transports: Sequence[Transport]) -> str:
     window = ""
     if exp.spec.offset or exp.spec.length is not None:
         window = f", sectors {exp.spec.offset}-{exp.spec.offset + exp.sectors - 1}"
@@ -205,7 +209,8 @@ def _start_message(exp: OpenExport, transport: Transport) -> str:
         shown = ", ".join(p.format_mac(m) for m in exp.masks[:4])
         allowed = f", allowed MACs {shown}" + (f" and {len(exp.masks) - 4} more" if len(exp.masks) > 4 else "")
     return (
-        f"{exp.name} -> {os.fspath(exp.spec.path)} ({exp.sectors} sectors{window}, {mode}{allowed}) on {transport}"
+        f"{exp.name} -> {os.fspath(exp.spec.path)} ({exp.sectors} sectors{window}, {mode}{allowed}) on "
+        + " and ".join(str(t) for t in transports)
     )
 
 
@@ -230,10 +235,11 @@ def _start_message(exp: OpenExport, transport: Transport) -> str:
 )
 @click.option(
     "--transport",
-    "transport_value",
-    default=None,
+    "transport_values",
+    multiple=True,
     metavar="SPEC",
-    help=f"{TRANSPORT_SYNTAX} [required with --export; default with INVENTORY: iface:<the server's interface>]",
+    help=f"{TRANSPORT_SYNTAX}. {TRANSPORT_HELP_MULTIPATH} [required with --export; default with INVENTORY: "
+    "iface:NAME for each of the server's interfaces].",
 )
 @click.option(
     "--mac-allow", multiple=True, metavar="MAC", help="Only answer these initiator MACs. Repeatable."
@@ -249,10 +255,10 @@ def _start_message(exp: OpenExport, transport: Transport) -> str:
 )
 @click.option(
     "--mac",
-    "mac_value",
+    "mac_values",
+    multiple=True,
     metavar="MAC",
-    default=None,
-    help="Target MAC [default: 02:00:00:SS:SS:LL from the first export; the interface MAC for iface].",
+    help=MAC_HELP,
 )
 @click.option(
     "--bufcnt",
@@ -267,7 +273,7 @@ def _start_message(exp: OpenExport, transport: Transport) -> str:
     default="auto",
     show_default=True,
     help="Who answers READ/WRITE requests: c (the C extension netbootgen.aoe._fastpath; unix-dgram and iface "
-    "only), python, or auto (c when it is built and the transport allows it).",
+    "only), python, or auto (c when it is built, on each transport that allows it).",
 )
 @click.option(
     "--ready-file",
@@ -288,12 +294,12 @@ def serve_command(
     inventory: Path | None,
     server_name: str | None,
     export_values: tuple[str, ...],
-    transport_value: str | None,
+    transport_values: tuple[str, ...],
     mac_allow: tuple[str, ...],
     sync: bool,
     direct: bool,
     mtu: int | None,
-    mac_value: str | None,
+    mac_values: tuple[str, ...],
     bufcnt: int | None,
     hot_path: str,
     ready_file: Path | None,
@@ -319,8 +325,8 @@ def serve_command(
         plan = inventory_plan(inv, server_name)
         server = inv.servers[server_name]
         server_mtu = server.mtu
-        if transport_value is None:
-            transport_value = f"iface:{server.interface}"
+        if not transport_values:
+            transport_values = tuple(f"iface:{name}" for name in server.interfaces)
         items = [
             ServedExport(
                 item.spec,
@@ -338,7 +344,7 @@ def serve_command(
             raise click.UsageError("--server needs an INVENTORY argument")
         if not export_values:
             raise click.UsageError("Missing option '--export' (or give an INVENTORY and --server).")
-        if transport_value is None:
+        if not transport_values:
             raise click.UsageError("Missing option '--transport'.")
         try:
             split = [split_allow(v) for v in export_values]
@@ -355,21 +361,24 @@ def serve_command(
             return _bad("--export", label, message)
 
     try:
-        address = parse_transport(transport_value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--transport'") from None
+        paths = plan_paths(transport_values, mac_values, items[0].spec)
+    except PathError as e:
+        raise _bad(e.option, e.value, e.message) from None
+    streams = [path.text for path in paths if isinstance(path.address, UnixStreamAddress)]
     try:
-        fastpath.resolve(hot_path, datagram=not isinstance(address, UnixStreamAddress))
+        for path in paths:
+            fastpath.resolve(hot_path, datagram=not isinstance(path.address, UnixStreamAddress))
     except ValueError as e:
-        raise _bad("--hot-path", hot_path, str(e)) from None
+        raise _bad("--hot-path", hot_path, f"{e} (--transport {path.text!r})") from None
     faults: FaultSpec | None = None
     if fault_value is not None:
         try:
             faults = parse_fault_spec(fault_value)
         except ValueError as e:
             raise _bad("--fault", fault_value, str(e)) from None
-        if isinstance(address, UnixStreamAddress):
-            raise _bad("--fault", fault_value, "faults need a datagram transport (unix-dgram or iface)")
+        if streams:
+            raise _bad("--fault", fault_value, f"faults need a datagram transport (unix-dgram or iface), not "
+                       f"{streams[0]!r}")
         if hot_path == "c":
             raise click.UsageError("--fault cannot be combined with --hot-path c (faults are applied in Python)")
         hot_path = "python"
@@ -381,18 +390,6 @@ def serve_command(
             raise click.BadParameter(str(e), param_hint="'--mac-allow'") from None
     if len(set(allow)) > p.MAX_MASKS:
         raise click.BadParameter(f"at most {p.MAX_MASKS} MACs", param_hint="'--mac-allow'")
-    mac: bytes | None = None
-    if mac_value is not None:
-        if isinstance(address, InterfaceAddress):
-            raise click.UsageError(
-                "--mac cannot be used with an iface: transport (the interface MAC is used)"
-            )
-        try:
-            mac = p.parse_mac(mac_value)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="'--mac'") from None
-        if mac[0] & 1:
-            raise _bad("--mac", mac_value, "is a multicast address")
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
 
@@ -400,49 +397,52 @@ def serve_command(
     exports = open_served(items, fail)
     try:
         try:
-            transport = open_transport(address, hot_path)
-        except OSError as e:
-            raise _bad("--transport", transport_value, e.strerror or str(e)) from None
+            transports = open_paths(paths, hot_path)
+        except PathError as e:
+            raise _bad(e.option, e.value, e.message) from None
         try:
-            target_mac = mac or transport.hardware_mac() or default_mac(items[0].spec)
-            hw_mtu = transport.hardware_mtu()
-            if mtu is not None:
-                target_mtu = mtu
-            elif server_mtu is not None:
-                target_mtu = min(server_mtu, hw_mtu) if hw_mtu else server_mtu
-                if hw_mtu and hw_mtu < server_mtu:
-                    log.warning("%s has MTU %d, below the server's mtu %d: using %d", transport, hw_mtu,
-                                server_mtu, hw_mtu)
-            else:
-                target_mtu = hw_mtu or DEFAULT_UNIX_MTU
             try:
-                target = Target(exports, target_mac, target_mtu, bufcnt or p.DEFAULT_BUFCNT, mac_allow=allow)
-            except ValueError as e:
-                raise click.UsageError(str(e)) from None
+                macs = path_macs(paths, transports)
+            except PathError as e:
+                raise _bad(e.option, e.value, e.message) from None
+            targets = []
+            for transport, target_mac in zip(transports, macs, strict=True):
+                target_mtu = path_mtu(transport, mtu, server_mtu, DEFAULT_UNIX_MTU)
+                try:
+                    targets.append(
+                        Target(exports, target_mac, target_mtu, bufcnt or p.DEFAULT_BUFCNT, mac_allow=allow)
+                    )
+                except ValueError as e:
+                    raise click.UsageError(str(e)) from None
             server_loop = ServeLoop(
-                target,
-                transport,
-                announce_interval=None if isinstance(address, InterfaceAddress) else 1.0,
+                targets[0],
+                transports[0],
+                more_paths=list(zip(targets[1:], transports[1:], strict=True)),
+                announce_interval=None if all(isinstance(x.address, InterfaceAddress) for x in paths) else 1.0,
                 ready_file=ready_file,
                 faults=faults,
             )
         except BaseException:
-            transport.close()
+            for transport in transports:
+                transport.close()
             raise
         for exp in exports:
-            log.info("%s", _start_message(exp, transport))
+            log.info("%s", _start_message(exp, transports))
         if plan is not None:
             for name in plan.skipped:
                 log.info("exports.%s: not served, no machine boots from it", name)
-        log.info(
-            "pid %d, MAC %s, MTU %d (%d sectors per frame), bufcnt %s, hot path %s",
-            os.getpid(),
-            p.format_mac(target_mac),
-            target_mtu,
-            target.max_scnt,
-            ", ".join(sorted({str(exp.bufcnt or target.bufcnt) for exp in exports})),
-            transport.hot_path,
-        )
+        bufcnts = ", ".join(sorted({str(exp.bufcnt or targets[0].bufcnt) for exp in exports}))
+        for target, transport in zip(targets, transports, strict=True):
+            log.info(
+                "pid %d, MAC %s, MTU %d (%d sectors per frame), bufcnt %s, hot path %s%s",
+                os.getpid(),
+                p.format_mac(target.mac),
+                target.mtu,
+                target.max_scnt,
+                bufcnts,
+                transport.hot_path,
+                f" on {transport}" if len(transports) > 1 else "",
+            )
         if faults is not None:
             log.info("faults %s (C hot path off)", faults)
         server_loop.install_signal_handlers()

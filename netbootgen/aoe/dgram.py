@@ -97,7 +97,9 @@ class _DatagramTransport(Transport):
         # re-synced before the engine goes on with the rest of its batch.
         fast, feed, send = self._fast, self._feed, self._send
         assert fast is not None
-        deadline = time.monotonic() + RECV_SLICE
+        if self.shared:
+            fast.sync_access()  # another path's Python may have changed a mask list or a reservation
+        deadline = time.monotonic() + self._slice()
         while True:
             state, frames = fast.run(max(0.0, deadline - time.monotonic()))
             if frames:
@@ -127,7 +129,8 @@ class _DatagramTransport(Transport):
         mv, feed, send = self._mv, self._feed, self._send
         frame = mv[:MAX_FRAME]
         flags: int = socket.MSG_DONTWAIT
-        deadline = time.monotonic() + RECV_SLICE
+        deadline = time.monotonic() + self._slice()
+        linger = self._linger_flags()
         count = 0
         while True:
             try:
@@ -139,7 +142,7 @@ class _DatagramTransport(Transport):
                 return
             if feed(frame[:n], send) and not self.peer_seen:
                 self.peer_seen = True
-            flags = 0
+            flags = linger
             count += 1
             if not count & 63 and time.monotonic() > deadline:
                 return
@@ -154,7 +157,7 @@ class _DatagramTransport(Transport):
         mv, feed, send = self._mv, self._feed, self._send
         limit = len(mv) - MAX_FRAME
         flags: int = socket.MSG_DONTWAIT
-        deadline = time.monotonic() + RECV_SLICE
+        deadline = time.monotonic() + self._slice()
         while True:
             frames = []
             off = 0
@@ -176,7 +179,15 @@ class _DatagramTransport(Transport):
                     self.peer_seen = True
             if time.monotonic() > deadline:
                 return
-            flags = 0
+            flags = self._linger_flags()
+
+    def _slice(self) -> float:
+        """How long one wakeup may serve this socket: RECV_SLICE, or one batch when other paths wait too."""
+        return 0.0 if self.shared else RECV_SLICE
+
+    def _linger_flags(self) -> int:
+        """recv() flags after the first frame: wait (SO_RCVTIMEO) for the next one, unless others share the loop."""
+        return socket.MSG_DONTWAIT if self.shared else 0
 
     @abstractmethod
     def _send(self, frame: memoryview | bytes) -> None: ...
@@ -305,7 +316,8 @@ class InterfaceTransport(_DatagramTransport):
         frame = self._mv[:MAX_FRAME]
         ancsize = socket.CMSG_SPACE(AUXDATA.size)
         flags: int = socket.MSG_DONTWAIT
-        deadline = time.monotonic() + RECV_SLICE
+        deadline = time.monotonic() + self._slice()
+        linger = self._linger_flags()
         count = 0
         while True:
             try:
@@ -319,7 +331,7 @@ class InterfaceTransport(_DatagramTransport):
                 self.foreign += 1
             elif feed(frame[:n], send) and not self.peer_seen:
                 self.peer_seen = True
-            flags = 0
+            flags = linger
             count += 1
             if not count & 63 and time.monotonic() > deadline:
                 return

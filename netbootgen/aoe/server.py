@@ -1,4 +1,5 @@
-"""Serving a `Target`: `open_transport` (address -> open transport) and `ServeLoop`, the selectors loop."""
+"""Serving a `Target`: `open_transport` (address -> open transport) and `ServeLoop`, the selectors loop (one
+transport, or several: multipath)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from netbootgen.aoe import fastpath
+from netbootgen.aoe import protocol as p
 from netbootgen.aoe.address import TransportAddress, UnixDgramAddress, UnixStreamAddress, parse_transport
 from netbootgen.aoe.dgram import InterfaceTransport, UnixDgramTransport
 from netbootgen.aoe.fault import FaultSpec, FaultyTarget
@@ -49,6 +52,12 @@ class ServeLoop:
     `announce_interval` seconds (None: only once).  Counters are logged at exit and on request.
     With `faults`, the transport feeds a `FaultyTarget` (netbootgen.aoe.fault) and the loop delivers its
     held frames when due.
+
+    `more_paths` (multipath, netbootgen.aoe.paths): further (Target, Transport) pairs served by the same loop,
+    each target answering from its own MAC over the same `OpenExport`s (one protocol state: config strings,
+    mask lists, reservations and export counters are shared; requests and transport counters are per path).
+    With several paths no transport lingers in recv() (each wakeup serves one batch), so that a busy path
+    never holds up another; each path gets its own fault dice (same spec).
     """
 
     def __init__(
@@ -56,13 +65,16 @@ class ServeLoop:
         target: Target,
         transport: Transport,
         *,
+        more_paths: Sequence[tuple[Target, Transport]] = (),
         announce_interval: float | None = 1.0,
         ready_file: Path | None = None,
         faults: FaultSpec | None = None,
     ) -> None:
         self.target = target
-        self.faults = FaultyTarget(target, faults) if faults is not None else None
         self.transport = transport
+        self.paths: list[tuple[Target, Transport]] = [(target, transport), *more_paths]
+        self.path_faults = [FaultyTarget(t, faults) if faults is not None else None for t, _ in self.paths]
+        self.faults = self.path_faults[0]
         self.announce_interval = announce_interval
         self.ready_file = ready_file
         self._sel = selectors.DefaultSelector()
@@ -70,7 +82,15 @@ class ServeLoop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self.transport.register(self._sel, self.faults or target)  # type: ignore[arg-type]
+        try:
+            for (t, tr), faulty in zip(self.paths, self.path_faults, strict=True):
+                tr.shared = len(self.paths) > 1
+                tr.register(self._sel, faulty or t)  # type: ignore[arg-type]
+        except BaseException:
+            self._sel.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
         self._stopping = False
         self._dump = False
         self._closed = False
@@ -127,35 +147,42 @@ class ServeLoop:
     def log_counters(self) -> None:
         for exp in self.target.exports:
             log.info("%s", exp.format_counters())
-        log.info("%s: %s", self.transport, self.transport.stats())
-        if self.target.group_sources:
-            log.info("dropped %d frames from group (multicast) source MACs", self.target.group_sources)
-        if self.faults is not None:
-            log.info("%s", self.faults.stats())
+        several = len(self.paths) > 1
+        for (target, transport), faulty in zip(self.paths, self.path_faults, strict=True):
+            stats = transport.stats()  # first: takes in the C engine's counters
+            if several:
+                stats += f" requests={target.requests} mac={p.format_mac(target.mac)}"
+            log.info("%s: %s", transport, stats)
+            if target.group_sources:
+                log.info("%sdropped %d frames from group (multicast) source MACs",
+                         f"{transport}: " if several else "", target.group_sources)
+            if faulty is not None:
+                log.info("%s%s", f"{transport}: " if several else "", faulty.stats())
 
     def serve_forever(self) -> None:
         """Serve until stop(); closes the transport and logs counters on the way out."""
         interval = self.announce_interval
         sel = self._sel
-        transport = self.transport
+        faulty = [f for f in self.path_faults if f is not None]
         next_tick: float | None = time.monotonic()
         try:
             while not self._stopping:
                 timeout = max(0.0, next_tick - time.monotonic()) if next_tick is not None else None
-                due = self.faults.next_due() if self.faults is not None else None
+                due = min((d for f in faulty if (d := f.next_due()) is not None), default=None)
                 if due is not None:
                     wait = max(0.0, due - time.monotonic())
                     timeout = wait if timeout is None else min(timeout, wait)
                 for key, mask in sel.select(timeout):
                     key.data(mask)
-                if self.faults is not None:
-                    self.faults.flush()
+                for f in faulty:
+                    f.flush()
                 if self._dump:
                     self._dump = False
                     self.log_counters()
                 if next_tick is not None and time.monotonic() >= next_tick:
-                    if transport.needs_announce():
-                        transport.announce(self.target.announce())
+                    for target, transport in self.paths:
+                        if transport.needs_announce():
+                            transport.announce(target.announce())
                     next_tick = time.monotonic() + interval if interval else None
         finally:
             self.close()
@@ -166,7 +193,8 @@ class ServeLoop:
         self._closed = True
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
-        self.transport.close()
+        for _, transport in self.paths:
+            transport.close()
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -76,8 +76,8 @@ class _StreamConnection:
                 self._push()
             if self.closed or self.blocked or time.monotonic() > deadline:
                 return
-            # With a single client, linger in recv() (SO_RCVTIMEO) instead of returning to select().
-            flags = 0 if len(self.owner._conns) == 1 else socket.MSG_DONTWAIT
+            # With a single client (and no other transport), linger in recv() (SO_RCVTIMEO), not in select().
+            flags = 0 if len(self.owner._conns) == 1 and not self.owner.shared else socket.MSG_DONTWAIT
 
     def _process(self) -> None:
         buf, mv, feed, collect = self.buf, self.mv, self.owner._feed, self._collect

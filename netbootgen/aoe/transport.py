@@ -112,6 +112,9 @@ class Transport(ABC):
     def __init__(self) -> None:
         self.dropped = 0  # replies that could not be sent
         self.hot_path = "python"  # "c" once register() attached the C engine
+        # Set by ServeLoop when other transports share its loop: then never linger in recv() for the next frame
+        # (one batch per wakeup), so that a busy path does not hold up the others.
+        self.shared = False
 
     @abstractmethod
     def open(self) -> None:

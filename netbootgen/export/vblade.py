@@ -8,6 +8,11 @@ MACs overwrite its other variables (200 MACs turn the offset into garbage). An e
 shared read-only image) is served by several vblade processes on the same shelf.slot, each allowing at most
 32 of them: each process answers only its own MACs, so every client sees one target.
 
+vblade serves one interface. A server with several (`interfaces = ["eth0", "eth1"]`, multipath) gets one unit
+per interface and export, netbootgen-aoe-NAME@IFACE.service: each vblade answers from its own interface's MAC,
+which is how the Linux initiator tells a target's paths apart, and all of them read and write the same file or
+device (through the page cache, or O_DIRECT with `direct`), so every path sees every write.
+
 vblade has no copy-on-write: an export with `cow` gets no unit (serve it with `netbootgen serve INVENTORY
 --server NAME`, which serves the server's exports, cow or not).
 """
@@ -28,10 +33,13 @@ HOME_DIRS = ("/home/", "/root/", "/run/user/")
 TMP_DIRS = ("/tmp/", "/var/tmp/")
 
 
-def unit_name(ex: Export, part: int = 1) -> str:
+def unit_name(ex: Export, part: int = 1, interface: str | None = None) -> str:
     """netbootgen-aoe-NAME.service; the further vblade processes of an export with more than MAX_MACS MACs
-    are netbootgen-aoe-NAME:2.service, ... (export names cannot hold ':', so these never collide)."""
-    return f"netbootgen-aoe-{ex.name}{f':{part}' if part > 1 else ''}.service"
+    are netbootgen-aoe-NAME:2.service, ... (export names cannot hold ':', so these never collide). On a server
+    with several interfaces every unit names its interface as the instance: netbootgen-aoe-NAME@IFACE.service,
+    netbootgen-aoe-NAME@IFACE:2.service, ... (a unit file of that exact name; no template; neither export nor
+    interface names hold '@'). Not ':' there: `systemd-analyze verify` reads FILE:NAME as a unit with an alias."""
+    return f"netbootgen-aoe-{ex.name}{f'@{interface}' if interface else ''}{f':{part}' if part > 1 else ''}.service"
 
 
 def mac_parts(macs: list[str]) -> list[list[str]]:
@@ -61,16 +69,19 @@ def _under(path: str, dirs: tuple[str, ...]) -> bool:
     return any(path.startswith(d) for d in dirs)
 
 
-def unit_context(hdr: str, ex: Export, server: Server, macs: list[str], part: str = "") -> dict[str, Any]:
+def unit_context(hdr: str, ex: Export, server: Server, macs: list[str], part: str = "",
+                 interface: str | None = None) -> dict[str, Any]:
+    """The template's values for one vblade of `ex` on `interface` (default: the server's first)."""
     block_device = ex.path.startswith("/dev/") and not ex.path.startswith("/dev/shm/")
+    iface = interface or server.interface
     return {
         "header": hdr,
         "export": ex.name,
         "target": ex.target,
-        "interface": server.interface,
+        "interface": iface,
         "part": part,
-        "device_unit": device_unit(server.interface),
-        "exec_start": " ".join(unit_quote(a, command=True) for a in vblade_argv(ex, server.interface, macs)),
+        "device_unit": device_unit(iface),
+        "exec_start": " ".join(unit_quote(a, command=True) for a in vblade_argv(ex, iface, macs)),
         # A block device: allow just that node (DevicePolicy=closed). A file: no devices, and the file
         # writable (or readable) in an otherwise read-only file system.
         "device_allow": f"{unit_quote(ex.path)} {'r' if ex.readonly else 'rw'}" if block_device else None,
@@ -82,18 +93,23 @@ def unit_context(hdr: str, ex: Export, server: Server, macs: list[str], part: st
 
 
 def render_units(inv: Inventory) -> FileTree:
-    """The units of every export some machine uses: one per run of MAX_MACS MACs."""
+    """The units of every export some machine uses: one per run of MAX_MACS MACs and per server interface."""
     hdr = inventory_header(inv)
     files: FileTree = {}
     for ex in inv.exports.values():
         if ex.cow is not None:
             continue  # vblade cannot serve it
+        server = inv.servers[ex.server]
         macs = allowed_macs(inv, ex)
         parts = mac_parts(macs)
-        for i, run in enumerate(parts, 1):
-            part = f", MACs {(i - 1) * MAX_MACS + 1}-{(i - 1) * MAX_MACS + len(run)} of {len(macs)}" \
-                if len(parts) > 1 else ""
-            ctx = unit_context(hdr, ex, inv.servers[ex.server], run, part)
-            text = render_template("export/vblade.service.j2", ctx)
-            files[f"export/{unit_name(ex, i)}"] = RenderedFile(text)
+        ifaces = server.interfaces
+        for n, iface in enumerate(ifaces, 1):
+            for i, run in enumerate(parts, 1):
+                part = f", MACs {(i - 1) * MAX_MACS + 1}-{(i - 1) * MAX_MACS + len(run)} of {len(macs)}" \
+                    if len(parts) > 1 else ""
+                if len(ifaces) > 1:
+                    part = f", path {n} of {len(ifaces)}{part}"
+                ctx = unit_context(hdr, ex, server, run, part, iface)
+                text = render_template("export/vblade.service.j2", ctx)
+                files[f"export/{unit_name(ex, i, iface if len(ifaces) > 1 else None)}"] = RenderedFile(text)
     return files

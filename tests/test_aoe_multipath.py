@@ -3,11 +3,16 @@ inventory server on several interfaces (`interfaces = [...]`: a transport, or a 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
+import socket
+import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +29,11 @@ from netbootgen.aoe.store import ExportSpec
 from netbootgen.errors import InventoryError
 from netbootgen.export.vblade import render_units
 from netbootgen.inventory import load_inventory
+from netbootgen.run import run as run_cmd
+from netbootgen.run import spawn
 from netbootgen.testing.client import DgramChannel, Initiator
 from tests.conftest import BASE_INVENTORY, edit
+from tests.test_aoe_netns import in_netns
 
 E12 = ExportSpec(1, 2, Path("x"))
 INI_A = p.parse_mac("52:54:00:12:34:56")
@@ -236,3 +244,76 @@ def test_serve_inventory_opens_one_iface_per_interface(write_inventory: Callable
     code, out = run(os.fspath(path), "--server", "store1")
     assert code == 2, out
     assert "Invalid value for '--transport': 'iface:nbgmissing0'" in out
+
+
+def _exchange(sock: socket.socket, frame: bytes, tag: int) -> bytes:
+    """Send a request on a raw socket; the reply with its tag (our own outgoing frames and announcements aside)."""
+    sock.send(frame)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        r = sock.recv(9100)
+        if r[12:14] == p.ETH_P_AOE.to_bytes(2, "big") and r[14] & 0x08 and p.parse_header(r).tag == tag:
+            return r
+    raise AssertionError(f"no reply to tag {tag}")
+
+
+def test_inventory_server_on_two_interfaces_serves_both(write_inventory: Callable[..., Path], tmp_path: Path) -> None:
+    """`serve INVENTORY --server store1` with interfaces = [aoe-t0, aoe-t1] (two veth pairs in a network
+    namespace): each interface answers from its own MAC, and both reach the same export."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (network namespace)")
+    clients = [p.parse_mac("52:54:00:12:34:56"), p.parse_mac("52:54:00:12:34:58")]  # two NICs of node1
+    for n in (1, 2):
+        (tmp_path / f"node{n}.img").write_bytes(os.urandom(64 * 512))
+    text = edit(BASE_INVENTORY, ('interface = "eth0"', 'interfaces = ["aoe-t0", "aoe-t1"]'),
+                ('macs = ["52:54:00:12:34:56"]', 'macs = ["52:54:00:12:34:56", "52:54:00:12:34:58"]'),
+                *((f'"/srv/aoe/node{n}.img"', f'"{tmp_path}/node{n}.img"') for n in (1, 2)))
+    inv = write_inventory(textwrap.dedent(text))
+    ns = f"nbg-mp-{uuid.uuid4().hex[:8]}"
+    run_cmd(["ip", "netns", "add", ns])
+    ready, log = tmp_path / "ready", tmp_path / "serve.log"
+    proc = None
+    socks: list[socket.socket] = []
+    try:
+        for i, mac in enumerate(clients):
+            run_cmd(["ip", "-n", ns, "link", "add", f"aoe-t{i}", "type", "veth", "peer", "name", f"aoe-c{i}"])
+            run_cmd(["ip", "-n", ns, "link", "set", f"aoe-c{i}", "address", p.format_mac(mac)])
+            for dev in (f"aoe-t{i}", f"aoe-c{i}"):
+                run_cmd(["ip", "-n", ns, "link", "set", dev, "up"])
+        with log.open("wb") as out:
+            proc = spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "netbootgen.aoe", os.fspath(inv),
+                          "--server", "store1", "--ready-file", os.fspath(ready)], output=out)
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        for i in range(2):
+            sock = in_netns(ns, lambda i=i: socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                                                          socket.htons(p.ETH_P_AOE)))
+            sock.bind((f"aoe-c{i}", p.ETH_P_AOE))
+            sock.settimeout(5)
+            socks.append(sock)
+        tmacs = []
+        for i, (sock, mac) in enumerate(zip(socks, clients, strict=True)):
+            r = _exchange(sock, p.build_config_frame(p.BROADCAST_MAC, mac, 0, 1, 100 + i), 100 + i)
+            tmacs.append(r[6:12])
+        ifmacs = [json.loads(run_cmd(["ip", "-n", ns, "-j", "link", "show", f"aoe-t{i}"]).stdout)[0]["address"]
+                  for i in range(2)]
+        assert [p.format_mac(m) for m in tmacs] == ifmacs and tmacs[0] != tmacs[1]
+        data = os.urandom(1024)
+        _exchange(socks[0], p.build_ata_frame(tmacs[0], clients[0], 0, 1, 7, cmd=0x34, lba=3, scnt=2, aflags=0x41,
+                                              data=data), 7)
+        r = _exchange(socks[1], p.build_ata_frame(tmacs[1], clients[1], 0, 1, 8, cmd=0x24, lba=3, scnt=2), 8)
+        assert r[36:1060] == data
+        assert (tmp_path / "node1.img").read_bytes()[3 * 512 : 5 * 512] == data
+    finally:
+        for sock in socks:
+            sock.close()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+        run_cmd(["ip", "netns", "del", ns], check=False)
+    text = log.read_text()
+    assert proc is not None and proc.returncode == 0, text
+    for i in range(2):
+        assert re.search(rf"iface:aoe-t{i}: dropped=0 hot_path=\w+ .*requests=2 mac={ifmacs[i]}", text), text

@@ -81,12 +81,15 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("via", ["direct", "pxe"])
-def test_debian_root_to_multi_user_and_clean_poweroff(tmp_path: Path, via: str) -> None:
-    proc, rep = boot_test(tmp_path, "--root", "debian", "--via", via)
+@pytest.mark.parametrize(("via", "dracut"), [("direct", "system"), ("pxe", "system"), ("direct", "ng")])
+def test_debian_root_to_multi_user_and_clean_poweroff(tmp_path: Path, via: str, dracut: str) -> None:
+    proc, rep = boot_test(tmp_path, "--root", "debian", "--via", via, "--dracut", dracut)
     assert_clean_boot(proc, rep)
+    assert rep["initrd"]["dracut"] == dracut
     assert ("pxelinux" in stage_names(rep)) is (via == "pxe")
     assert " netbootgen.check" in rep["console_log"]  # the check unit runs only when asked
+    # the image masks the generators that probe for local disks: gpt-auto asked the AoE disk for ioctls
+    assert "aoe: unknown ioctl" not in rep["console_log"]
     assert "clean fs" in proc.stdout and "all stages reached" in proc.stdout
 
 

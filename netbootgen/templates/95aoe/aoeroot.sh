@@ -63,7 +63,25 @@ for netdir in /sys/class/net/*; do
     case "$operstate" in up | unknown) carrier=1 ;; esac
 done
 
-# Frames sent before the link is active are lost: wait for the next round before loading aoe or asking.
+# has_carrier: is one of the links active? (operstate turns "up" only once the transmit queue is active)
+has_carrier() {
+    for _name in $names; do
+        read -r _state < "/sys/class/net/$_name/operstate"
+        case "$_state" in up | unknown) return 0 ;; esac
+    done
+    return 1
+}
+
+# Frames sent before the link is active are lost: wait for it here for up to 3 s (a link just raised is
+# usually active within a second), then leave it to the next round of the initqueue.
+if [ -z "$carrier" ] && [ -n "$names" ]; then
+    tries=30
+    while [ "$tries" -gt 0 ] && ! has_carrier; do
+        sleep 0.1
+        tries=$((tries - 1))
+    done
+    has_carrier && carrier=1
+fi
 [ -n "$carrier" ] || exit 0
 
 # aoe_iflist: the driver only listens on these links (no imposter targets on others).
@@ -77,4 +95,11 @@ fi
 if [ -w /dev/etherd/discover ]; then
     echo > /dev/etherd/discover
 fi
+# The target answers within milliseconds: wait for the disk up to 1 s, so that this round of the initqueue
+# finds it instead of the next one.
+tries=10
+while [ "$tries" -gt 0 ] && [ ! -b "$dev" ]; do
+    sleep 0.1
+    tries=$((tries - 1))
+done
 exit 0

@@ -124,7 +124,7 @@ dracut_option = click.option(
 
 compress_option = click.option(
     "--compress", type=click.Choice(["gzip", "zstd", "xz", "lz4"]),
-    help="The initrd's compressor (dracut --compress; default: that dracut's own, gzip for 059, zstd for ng). "
+    help="The initrd's compressor (dracut --compress; default: zstd, smaller and faster to unpack than gzip). "
     "The kernel must unpack it (CONFIG_RD_*; checked before the build). docs/benchmarks.md compares them.")
 
 

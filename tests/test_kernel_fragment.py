@@ -86,7 +86,8 @@ def test_the_example_profile(tmp_path: Path) -> None:
         "CONFIG_NET": "y", "CONFIG_BLK_DEV": "y", "CONFIG_ATA_OVER_ETH": "m",
         "CONFIG_NETDEVICES": "y", "CONFIG_PCI": "y", "CONFIG_VIRTIO_MENU": "y", "CONFIG_VIRTIO_NET": "m",
         "CONFIG_VIRTIO_PCI": "m",
-        "CONFIG_BLK_DEV_INITRD": "y", "CONFIG_RD_GZIP": "y", "CONFIG_DEVTMPFS": "y", "CONFIG_UNIX": "y",
+        "CONFIG_BLK_DEV_INITRD": "y", "CONFIG_RD_GZIP": "y", "CONFIG_RD_ZSTD": "y", "CONFIG_DEVTMPFS": "y",
+        "CONFIG_UNIX": "y",
         "CONFIG_PACKET": "y", "CONFIG_EXT4_FS": "y",
         "CONFIG_SERIAL_8250": "y", "CONFIG_SERIAL_8250_CONSOLE": "y",
     }

@@ -100,3 +100,14 @@ def test_nic_named_by_pci_id_reaches_the_initrd(tmp_path: Path) -> None:
     r = inspect_initrd(profile.initrd.path)
     assert {"virtio_pci", "virtio_net", "aoe", "ext4"} <= set(r.modules)
     assert check_against(r, profile.check) == [] and r.problems == []
+
+
+def test_only_the_fleets_fsck_helpers_and_the_default_compressor(built: tuple[Path, InitrdReport]) -> None:
+    """An ext4 fleet's initrd carries e2fsck, not the build host's xfs tools (dracut --fscks from the fstypes),
+    and is zstd-compressed (netbootgen's default)."""
+    _, r = built
+    names = {n.rsplit("/", 1)[-1] for n in r.files}
+    assert {"e2fsck", "fsck.ext4"} <= names
+    assert not names & {"xfs_repair", "xfs_db", "fsck.xfs"}
+    assert "--fscks 'e2fsck fsck.ext4'" in r.dracut_args
+    assert r.archives[-1][1] == "zstd"

@@ -50,9 +50,9 @@ def fragment_groups(p: Profile, fstypes: Collection[str] = ("ext4",)) -> list[Gr
               "network", {"CONFIG_NET": "y", "CONFIG_BLK_DEV": "y", "CONFIG_ATA_OVER_ETH": p.aoe}),
         group("NIC drivers of this profile, and the buses and menus they sit under (AoE needs the link "
               "only, no IP)", dict(sorted(nic.items()))),
-        group("Booting from an initrd (gzip: dracut's default); devtmpfs for /dev; unix sockets for systemd "
-              "and udev", {"CONFIG_BLK_DEV_INITRD": "y", "CONFIG_RD_GZIP": "y", "CONFIG_DEVTMPFS": "y",
-                           "CONFIG_UNIX": "y"}),
+        group("Booting from an initrd (zstd: netbootgen's default; gzip: dracut 059's); devtmpfs for /dev; unix "
+              "sockets for systemd and udev", {"CONFIG_BLK_DEV_INITRD": "y", "CONFIG_RD_GZIP": "y",
+                                               "CONFIG_RD_ZSTD": "y", "CONFIG_DEVTMPFS": "y", "CONFIG_UNIX": "y"}),
         group("Packet sockets: for DHCP clients in the initrd, and for vblade on a server",
               {"CONFIG_PACKET": "y"}),
         group("The root file system, built in: the root mounts even from an initrd without its module",

@@ -22,6 +22,12 @@ from netbootgen.run import run
 BASE_DRIVERS = ("aoe",)
 # Cached initrds kept per profile, kernel and flavour.
 KEEP = 3
+# The fsck helpers of each root file-system module, as dracut's fs-lib picks them for a host-only build; without
+# --fscks a generic build carries every fsck on the build host (xfs_db and xfs_repair in an ext4 fleet's initrd).
+FSCK_HELPERS = {
+    "ext4": ("e2fsck", "fsck.ext4"),
+    "xfs": ("xfs_db", "xfs_repair", "xfs_check", "xfs_metadump", "fsck.xfs"),
+}
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,19 @@ class InitrdSpec:
         bus = {"virtio_pci"} if "virtio_net" in self.drivers else set()
         return sorted(set(BASE_DRIVERS) | set(self.filesystems) | set(self.drivers) | bus)
 
+    def fscks(self) -> list[str] | None:
+        """dracut --fscks for the root file systems; None (dracut's own choice) when one is not in FSCK_HELPERS."""
+        if not all(fs in FSCK_HELPERS for fs in self.filesystems):
+            return None
+        return [h for fs in sorted(self.filesystems) for h in FSCK_HELPERS[fs]]
+
     def key(self, dracut_version: str) -> str:
         """A digest of everything the initrd depends on (`dracut_version`: the version line of the dracut that
         builds it): reuse a cached build only when nothing changed."""
         h = hashlib.sha256()
         for part in (self.kernel.version, " ".join(self.all_drivers()), str(self.systemd), self.dracut,
-                     dracut_version, *([f"compress={self.compress}"] if self.compress else [])):
+                     dracut_version, *([f"compress={self.compress}"] if self.compress else []),
+                     f"fscks={' '.join(self.fscks() or ['(dracut)'])}"):
             h.update(part.encode() + b"\0")
         for name, f in sorted(self.module.items()):
             h.update(name.encode() + b"\0" + f.text.encode() + b"\0")
@@ -71,6 +84,7 @@ def dracut_argv(spec: InitrdSpec, out: Path, binary: Path) -> list[str]:
         "--modules", "dracut-systemd aoe" if spec.systemd else "aoe",
         *(["--omit", "systemd"] if not spec.systemd else []),
         *(["--compress", spec.compress] if spec.compress else []),
+        *(["--fscks", " ".join(fscks)] if (fscks := spec.fscks()) else []),
         "--drivers", " ".join(spec.all_drivers()),
         os.fspath(out),
     ]  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from netbootgen.errors import CommandFailed
-from netbootgen.kernel.fetch import KernelTree
+from netbootgen.kernel.fetch import KernelTree, resolve_version
 from netbootgen.modules.initrd import InitrdSpec, cache_name, remove_stale
 from netbootgen.run import run, spawn
 
@@ -56,3 +56,19 @@ def test_run_logs_each_command_and_failures_name_it(caplog: pytest.LogCaptureFix
         run(["sh", "-c", "echo oops; exit 3"])
     with pytest.raises(CommandFailed, match=r"timed out after 1 s: sh -c .*\npartial"):
         run(["sh", "-c", "echo partial; sleep 5"], timeout=1)
+
+
+def test_auto_kernel_version_is_kept_until_the_apt_lists_change(tmp_path: Path) -> None:
+    """'auto' asks apt-cache once; then the cache answers (0.8 s less per build) until `apt-get update` changes
+    the package lists."""
+    real = resolve_version("auto")  # apt-cache's answer
+    cache, lists = tmp_path / "cache", tmp_path / "lists"
+    lists.mkdir()  # stands for APT_LISTS: what the key is made of (apt-cache reads the real lists)
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("Package: a\n")
+    assert resolve_version("auto", cache, lists) == real
+    (saved,) = (cache / "kernels").glob("auto-*.version")
+    saved.write_text("6.1.0-99-amd64\n")  # what the cache says is what is used: apt-cache is not asked
+    assert resolve_version("auto", cache, lists) == "6.1.0-99-amd64"
+    next(lists.glob("*_Packages*")).write_text("changed\n")  # an apt-get update
+    assert resolve_version("auto", cache, lists) == real
+    assert [p.name for p in (cache / "kernels").glob("auto-*.version")] != [saved.name]

@@ -229,9 +229,9 @@ def check_profile(facts: KernelFacts, p: Profile, fstypes: Iterable[str] = ("ext
 
 
 @lru_cache(maxsize=8)
-def _resolved(version: str) -> str:
-    """resolve_version, once per process ("auto" asks apt-cache)."""
-    return resolve_version(version)
+def _resolved(version: str, cache: Path) -> str:
+    """resolve_version, once per process ("auto" asks apt-cache, or the cache)."""
+    return resolve_version(version, cache)
 
 
 def available_kernel(p: Profile, cache: Path) -> KernelTree | None:
@@ -239,7 +239,7 @@ def available_kernel(p: Profile, cache: Path) -> KernelTree | None:
     if p.kernel_path is not None:  # a tree that is there but broken is an error; one not here is left out
         return local_kernel(Path(p.kernel_path)) if Path(p.kernel_path).exists() else None
     try:
-        version = _resolved(p.kernel_version)
+        version = _resolved(p.kernel_version, cache)
     except NetbootgenError:
         return None
     root = kernel_cache(cache, version)

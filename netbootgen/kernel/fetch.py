@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
 import tempfile
@@ -13,6 +15,7 @@ from netbootgen.inventory import Profile
 from netbootgen.run import run
 
 META_PACKAGE = "linux-image-amd64"
+APT_LISTS = Path("/var/lib/apt/lists")
 KVER_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?-[0-9A-Za-z.+~-]+$")
 
 
@@ -36,18 +39,39 @@ class KernelTree:
         return self.root / "lib" / "modules" / self.version
 
 
-def resolve_version(version: str) -> str:
-    """'auto' means the version Debian's linux-image-amd64 depends on; anything else is checked and returned."""
+def apt_lists_state(lists: Path = APT_LISTS) -> str:
+    """A digest of the apt package lists' names, sizes and times: it changes when `apt-get update` changes them."""
+    h = hashlib.sha256()
+    for f in sorted(lists.glob("*_Packages*")) if lists.is_dir() else []:
+        st = f.stat()
+        h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def resolve_version(version: str, cache: Path | None = None, lists: Path = APT_LISTS) -> str:
+    """'auto' means the version Debian's linux-image-amd64 depends on; anything else is checked and returned.
+
+    With `cache`, apt-cache's answer (0.8 s) is kept there until the package lists change."""
     if version != "auto":
         if not KVER_RE.match(version):
             raise NetbootgenError(f"not a kernel version: {version!r} (expected e.g. 6.1.0-56-amd64)")
         return version
+    saved = cache / "kernels" / f"auto-{apt_lists_state(lists)}.version" if cache else None
+    if saved and saved.exists() and KVER_RE.match(known := saved.read_text().strip()):
+        return known
     out = run(["apt-cache", "depends", META_PACKAGE], capture=True).stdout
     m = re.search(r"Depends:\s*linux-image-(\S+)", out)
     if not m:
         raise NetbootgenError(
             f"cannot tell which kernel {META_PACKAGE} depends on; run 'apt-get update' first\n{out.strip()}"
         )
+    if saved:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        for old in saved.parent.glob("auto-*.version"):
+            old.unlink(missing_ok=True)
+        tmp = saved.with_name(f".{saved.name}.{os.getpid()}")
+        tmp.write_text(m.group(1) + "\n")
+        tmp.rename(saved)
     return m.group(1)
 
 
@@ -57,7 +81,7 @@ def kernel_cache(cache: Path, version: str) -> Path:
 
 def fetch_kernel(version: str, cache: Path) -> KernelTree:
     """Download linux-image-VERSION with apt-get, unpack it with dpkg -x and run depmod -b; cached."""
-    version = resolve_version(version)
+    version = resolve_version(version, cache)
     final = kernel_cache(cache, version)
     tree = KernelTree(version, final)
     if (final / ".complete").exists():

@@ -49,8 +49,10 @@ def test_current_and_direct_stages_are_unchanged(inv: Inventory) -> None:
 def test_an_unknown_mac_expects_the_local_boot(inv: Inventory) -> None:
     m = inv.machines["node1"]
     stages = localboot_stages(stages_for("pxe", inv.exports[m.export]))
-    assert [s.name for s in stages] == ["firmware", "pxelinux", "localboot"]
+    assert [s.name for s in stages] == ["firmware", "pxelinux", "localboot", "local-disk"]
     assert LOCALBOOT.pattern.search("Booting from local disk...\r\n")
+    assert stages[-1].source == "bios"
+    assert stages[-1].pattern.search("enter handle_18:\n  NULL\nBooting from Hard Disk...\n")
     assert guest_mac(inv, m, "52-54-00-99-99-99") == ("52:54:00:99:99:99", True)
     assert guest_mac(inv, m, "5254.0012.3456") == ("52:54:00:12:34:56", False)
     assert guest_mac(inv, m, None) == (m.macs[0], False)

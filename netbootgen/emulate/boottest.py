@@ -15,7 +15,7 @@ from netbootgen.build import build
 from netbootgen.emulate.console import ConsoleReport, Stage, StageResult, follow
 from netbootgen.emulate.firmware import firmware_stages, uefi_vars
 from netbootgen.emulate.netns import network_scope, open_network
-from netbootgen.emulate.qemu import QEMU, QemuSpec, check_accel, dgram_netdev, probe_kvm, qemu_argv
+from netbootgen.emulate.qemu import QEMU, QemuSpec, check_accel, dgram_netdev, probe_kvm, qemu_argv, sercon_file
 from netbootgen.emulate.realroot import DEFAULT_SIZE, REAL_ROOT_STAGES, RootCheck, check_root, prepare_root, with_check
 from netbootgen.emulate.rootfs import INIT_MARKER, make_rootfs, read_marker
 from netbootgen.emulate.targetplan import TargetPlan, TargetRunner
@@ -30,8 +30,11 @@ from netbootgen.run import need_binary
 TARGET_MAC = "02:00:00:00:ae:01"
 TARGET_SOCK, QEMU_SOCK = "target.sock", "qemu.sock"
 ENTRIES = ("current", "previous")  # the per-MAC menus' entries (netbootgen.pxe.menu.menu_entries)
-# What PXELINUX prints when an entry says LOCALBOOT (core/fs/pxe/pxe.c), the `default` file's only entry.
+# What PXELINUX prints when an entry says LOCALBOOT (core/fs/pxe/pxe.c), the `default` file's only entry: on the
+# screen, which SeaBIOS's serial console shows (the file has no SERIAL of its own). Then SeaBIOS goes on to its
+# next boot device, the local disk (none here), as its debug log tells.
 LOCALBOOT = Stage("localboot", re.compile(r"Booting from local disk\.\.\."))
+LOCAL_DISK = Stage("local-disk", re.compile(r"Booting from Hard Disk\.\.\."), source="bios")
 LOCALBOOT_OUTCOME = f"local boot: the default entry ({PXE_DIR}/{DEFAULT_FILE})"
 
 Progress = Callable[[str], None]
@@ -157,8 +160,8 @@ def entry_stages(stages: list[Stage], m: Machine, mac: str, entries: tuple[Entry
 
 def localboot_stages(stages: list[Stage]) -> list[Stage]:
     """A MAC without a pxelinux.cfg file: PXELINUX loads `default`, whose LOCALBOOT hands the machine back to the
-    firmware (a local disk, none here): the firmware, PXELINUX, then its local-boot line."""
-    return [*(st for st in stages if st.name in ("firmware", "pxelinux")), LOCALBOOT]
+    firmware: the firmware, PXELINUX, its local-boot line, and the firmware booting from the local disk."""
+    return [*(st for st in stages if st.name in ("firmware", "pxelinux")), LOCALBOOT, LOCAL_DISK]
 
 
 def guest_mac(inv: Inventory, m: Machine, mac: str | None) -> tuple[str, bool]:
@@ -270,6 +273,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 name=m.name,
                 host_mtu=mtu if mtu != 1500 else None,
                 bios_log=work / "bios.log",
+                bios_console=sercon_file(work) if localboot else None,  # the default file has no SERIAL
                 tftp_root=built.tftp if opts.via == "pxe" and not net else None,
                 kernel=direct_kernel if opts.via == "direct" else None,
                 initrd=(opts.initrd_path or direct_initrd) if opts.via == "direct" else None,

@@ -46,6 +46,18 @@ def tap_netdev(ifname: str) -> str:
     return f"tap,ifname={ifname},script=no,downscript=no"
 
 
+SERCON_PORT = 0x3F8  # COM1: the serial port -serial stdio connects
+
+
+def sercon_file(work: Path) -> Path:
+    """A file for QemuSpec.bios_console: SeaBIOS's fw_cfg `etc/sercon-port` (the I/O port, little-endian), which
+    turns on its serial console: what the firmware, iPXE and a boot loader write to the screen (int 10h) is
+    written to the serial port too, also before a boot loader sets up a serial console of its own."""
+    path = work / "sercon-port"
+    write_file(path, SERCON_PORT.to_bytes(2, "little"), 0o644)
+    return path
+
+
 @dataclass(frozen=True)
 class QemuSpec:
     """One x86-64 guest: serial console on stdout, no display, no reboot; at most one virtio NIC."""
@@ -68,6 +80,7 @@ class QemuSpec:
     boot_nic: bool = False  # network boot from the NIC first (bootindex), without slirp's TFTP
     name: str | None = None  # -name: the guest and its process (ps, top) named, e.g. after the machine
     serial_number: str | None = None  # SMBIOS system serial: the guest reads /sys/class/dmi/id/product_serial
+    bios_console: Path | None = None  # sercon_file(): SeaBIOS's screen text on the serial console too
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
@@ -81,6 +94,7 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         "-serial", "stdio",
         *(["-name", f"guest={optarg(spec.name)},process={optarg(spec.name)}"] if spec.name else []),
         *(["-smbios", f"type=1,serial={optarg(spec.serial_number)}"] if spec.serial_number else []),
+        *(["-fw_cfg", f"name=etc/sercon-port,file={optarg(spec.bios_console)}"] if spec.bios_console else []),
     ]  # fmt: skip
     if spec.firmware == "uefi":
         if spec.uefi_vars is None:

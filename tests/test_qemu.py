@@ -98,6 +98,23 @@ def test_test_guest_is_a_spec_too() -> None:
     assert after(argv, "-machine") == ["pc,accel=tcg"]
 
 
+def test_a_second_nic_and_a_qmp_socket() -> None:
+    """Multipath: the test guest gets eth1 on its own backend (netdev net1, the next MAC), and a QMP socket."""
+    g = guest_spec(BIN, Path("/k"), Path("/i.gz"), dgram_netdev(Path("/w/q0"), Path("/w/t0")),
+                   more_netdevs=[dgram_netdev(Path("/w/q1"), Path("/w/t1"))], qmp=Path("/w/qmp,1"))
+    argv = qemu_argv(g)
+    assert after(argv, "-netdev") == [
+        "dgram,local.type=unix,local.path=/w/q0,remote.type=unix,remote.path=/w/t0,id=net0",
+        "dgram,local.type=unix,local.path=/w/q1,remote.type=unix,remote.path=/w/t1,id=net1",
+    ]
+    assert after(argv, "-device") == [
+        "virtio-net-pci,mac=52:54:00:12:34:56,host_mtu=1500,romfile=,netdev=net0",
+        "virtio-net-pci,mac=52:54:00:12:34:57,host_mtu=1500,romfile=,netdev=net1",
+    ]
+    assert after(argv, "-qmp") == ["unix:/w/qmp,,1,server=on,wait=off"]
+    assert "-qmp" not in qemu_argv(spec(kernel=Path("/k")))
+
+
 def test_kvm_is_refused_where_dev_kvm_is_unusable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(q, "KVM", tmp_path / "kvm")
     with pytest.raises(InputError, match=r"--accel kvm: .*kvm does not exist"):

@@ -1,13 +1,16 @@
-"""QEMU command lines: one spec -> argv builder (pure) for every guest netbootgen starts, and the KVM probe."""
+"""QEMU command lines: one spec -> argv builder (pure) for every guest netbootgen starts, the KVM probe, and
+`qmp_command` for a running guest's QMP socket."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netbootgen.errors import CommandFailed, InputError
 from netbootgen.output import write_file
@@ -60,7 +63,8 @@ def sercon_file(work: Path) -> Path:
 
 @dataclass(frozen=True)
 class QemuSpec:
-    """One x86-64 guest: serial console on stdout, no display, no reboot; at most one virtio NIC."""
+    """One x86-64 guest: serial console on stdout, no display, no reboot; a virtio NIC (`netdev`) and any
+    further ones (`more_nics`)."""
 
     binary: Path
     accel: str = "tcg"
@@ -81,6 +85,10 @@ class QemuSpec:
     name: str | None = None  # -name: the guest and its process (ps, top) named, e.g. after the machine
     serial_number: str | None = None  # SMBIOS system serial: the guest reads /sys/class/dmi/id/product_serial
     bios_console: Path | None = None  # sercon_file(): SeaBIOS's screen text on the serial console too
+    # Further virtio NICs, each (-netdev backend without id, MAC): netdev ids net1, net2, ... in order (eth1, ...
+    # in the guest); same host_mtu and nic_rom as the first, never booted from.
+    more_nics: tuple[tuple[str, str], ...] = ()
+    qmp: Path | None = None  # a QMP server on this unix socket (qmp_command: e.g. set_link net1 off, a cut cable)
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
@@ -95,6 +103,7 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         *(["-name", f"guest={optarg(spec.name)},process={optarg(spec.name)}"] if spec.name else []),
         *(["-smbios", f"type=1,serial={optarg(spec.serial_number)}"] if spec.serial_number else []),
         *(["-fw_cfg", f"name=etc/sercon-port,file={optarg(spec.bios_console)}"] if spec.bios_console else []),
+        *(["-qmp", f"unix:{optarg(spec.qmp)},server=on,wait=off"] if spec.qmp else []),
     ]  # fmt: skip
     if spec.firmware == "uefi":
         if spec.uefi_vars is None:
@@ -111,6 +120,8 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
             "-device", "isa-debugcon,iobase=0x402,chardev=bios",
         ]  # fmt: skip
     argv += _nic(spec)
+    for i, (netdev, mac) in enumerate(spec.more_nics, 1):
+        argv += ["-netdev", f"{netdev},id=net{i}", "-device", f"{_nic_device(spec, mac)},netdev=net{i}"]
     if spec.kernel is not None:
         argv += ["-kernel", os.fspath(spec.kernel), "-append", spec.append]
         if spec.initrd is not None:
@@ -123,13 +134,7 @@ def _nic(spec: QemuSpec) -> list[str]:
         if spec.tftp_root is not None:
             raise ValueError("a PXE boot (tftp_root) needs a netdev")
         return []
-    nic = "virtio-net-pci"
-    if spec.mac is not None:
-        nic += f",mac={spec.mac}"
-    if spec.host_mtu is not None:
-        nic += f",host_mtu={spec.host_mtu}"
-    if not spec.nic_rom:
-        nic += ",romfile="
+    nic = _nic_device(spec, spec.mac)
     if spec.tftp_root is None:
         index = ",bootindex=1" if spec.boot_nic else ""
         return ["-netdev", f"{spec.netdev},id=net0", "-device", f"{nic},netdev=net0{index}",
@@ -145,6 +150,47 @@ def _nic(spec: QemuSpec) -> list[str]:
         "-device", f"{nic},netdev=hp2,bootindex=1",
         "-boot", "order=n",
     ]  # fmt: skip
+
+
+def _nic_device(spec: QemuSpec, mac: str | None) -> str:
+    nic = "virtio-net-pci"
+    if mac is not None:
+        nic += f",mac={mac}"
+    if spec.host_mtu is not None:
+        nic += f",host_mtu={spec.host_mtu}"
+    if not spec.nic_rom:
+        nic += ",romfile="
+    return nic
+
+
+def qmp_command(path: Path, command: str, arguments: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+    """Run one QMP command on a guest's QMP socket (QemuSpec.qmp) and return its "return" value; a QMP error
+    raises CommandFailed. E.g. qmp_command(sock, "set_link", {"name": "net1", "up": False}): the NIC and its
+    backend lose the link (the guest sees no carrier, frames are dropped both ways), as a pulled cable."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(path))
+        stream = sock.makefile("rwb")
+
+        def reply() -> dict[str, Any]:
+            while True:  # skip asynchronous events
+                line = stream.readline()
+                if not line:
+                    raise CommandFailed(f"QMP {path}: connection closed")
+                msg: dict[str, Any] = json.loads(line)
+                if "return" in msg or "error" in msg or "QMP" in msg:
+                    return msg
+
+        reply()  # the greeting
+        result = None
+        for name, args in (("qmp_capabilities", None), (command, arguments)):
+            stream.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}).encode() + b"\n")
+            stream.flush()
+            msg = reply()
+            if "error" in msg:
+                raise CommandFailed(f"QMP {name} {json.dumps(args)}: {msg['error'].get('desc', msg['error'])}")
+            result = msg["return"]
+        return result
 
 
 def qemu_version(binary: Path) -> str:

@@ -3,7 +3,8 @@
 No dracut: `build_initramfs` writes a gzip'ed newc cpio holding a static busybox, the modules (dependencies
 resolved from the kernel's modules.dep, in load order) under /mod, and an /init made of `PRELUDE` (mount
 /proc, /sys, devtmpfs, load the modules, raise eth0, trigger discovery) followed by the caller's script.
-`guest_spec` is the matching QEMU guest (TCG, one vCPU, serial console on stdout, one virtio NIC).
+`guest_spec` is the matching QEMU guest (TCG, one vCPU, serial console on stdout, one virtio NIC, or several:
+eth0, eth1, ... with MACs `guest_mac(0)`, `guest_mac(1)`, ...; PRELUDE raises them all).
 Used by the integration tests and bench/aoe_qemu_bench.py.
 """
 
@@ -30,7 +31,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /mod/order); do insmod "/mod/$m" || echo "GUEST-FAIL insmod $m"; done
-ip link set eth0 up
+for nic in /sys/class/net/eth*; do ip link set "${nic##*/}" up; done
 echo > /dev/etherd/discover
 wait_dev() {  # DEV SECONDS: wait for a block device, asking for discovery again every second
     i=0
@@ -41,6 +42,14 @@ wait_dev() {  # DEV SECONDS: wait for a block device, asking for discovery again
 }
 up() { cut -d' ' -f1 /proc/uptime; }
 """
+
+
+def guest_mac(index: int) -> str:
+    """The MAC of the guest's NIC number `index` (eth0 = GUEST_MAC, eth1 = ...:57, ...)."""
+    last = int(GUEST_MAC[-2:], 16) + index
+    if not 0 <= last <= 0xFF:
+        raise ValueError(f"NIC {index}: no MAC")
+    return f"{GUEST_MAC[:-2]}{last:02x}"
 
 
 def module_order(moddir: Path, names: Sequence[str]) -> list[str]:
@@ -159,9 +168,12 @@ def guest_spec(
     mtu: int = 1500,
     memory_mib: int = 256,
     append: str = "",
+    more_netdevs: Sequence[str] = (),
+    qmp: Path | None = None,
 ) -> QemuSpec:
     """The guest under QEMU: TCG, one vCPU, quiet kernel on the serial console (stdout), one virtio NIC on
-    `netdev` (a -netdev backend without id: emulate.qemu's dgram_netdev, stream_netdev, tap_netdev)."""
+    `netdev` (a -netdev backend without id: emulate.qemu's dgram_netdev, stream_netdev, tap_netdev), and one more
+    per `more_netdevs` (eth1, ... with MACs guest_mac(1), ...; netdev ids net1, ...); `qmp`: a QMP socket."""
     return QemuSpec(
         qemu,
         accel="tcg",
@@ -173,4 +185,6 @@ def guest_spec(
         mac=mac,
         host_mtu=mtu,
         nic_rom=False,
+        more_nics=tuple((nd, guest_mac(i)) for i, nd in enumerate(more_netdevs, 1)),
+        qmp=qmp,
     )

@@ -24,7 +24,7 @@ from netbootgen.fleet import kernel_args, machine_mtu
 from netbootgen.inventory import Export, Inventory, Machine, normalize_mac
 from netbootgen.kernel.fetch import KernelTree
 from netbootgen.modules.initrd import InitrdResult
-from netbootgen.pxe.menu import DEFAULT_FILE, PXE_DIR, Entry, machine_menu, menu_entries
+from netbootgen.pxe.menu import DEFAULT_FILE, PXE_DIR, Entry, menu_entries
 from netbootgen.run import need_binary
 
 TARGET_MAC = "02:00:00:00:ae:01"
@@ -36,6 +36,7 @@ ENTRIES = ("current", "previous")  # the per-MAC menus' entries (netbootgen.pxe.
 LOCALBOOT = Stage("localboot", re.compile(r"Booting from local disk\.\.\."))
 LOCAL_DISK = Stage("local-disk", re.compile(r"Booting from Hard Disk\.\.\."), source="bios")
 LOCALBOOT_OUTCOME = f"local boot: the default entry ({PXE_DIR}/{DEFAULT_FILE})"
+PXELINUX_PROMPT = re.compile(r"(^|\n)boot: ")  # PROMPT 1: PXELINUX waits TIMEOUT for a label here
 
 Progress = Callable[[str], None]
 
@@ -139,17 +140,16 @@ def stages_for(via: str, ex: Export, real: bool = False) -> list[Stage]:
     return [s for s in stages if via == "pxe" or s.name != "pxelinux"]
 
 
-def entry_stages(stages: list[Stage], m: Machine, mac: str, entries: tuple[Entry, Entry], label: str,
-                 via: str) -> list[Stage]:
+def entry_stages(stages: list[Stage], entries: tuple[Entry, Entry], label: str, via: str) -> list[Stage]:
     """The stages of a boot of the per-MAC menu's entry `label`. Not the default entry: via PXE, a stage `prompt`
-    (the menu's SAY line, printed just before PXELINUX's boot: prompt) types the label, and the `kernel` stage
-    is the kernel's command line naming the entry's own kernel and initrd (BOOT_IMAGE= and PXELINUX's initrd=),
-    so that the default entry booting instead cannot pass."""
+    (PXELINUX's `boot: `, shown for the menu's TIMEOUT) types the label, and the `kernel` stage is the kernel's
+    command line naming the entry's own kernel and initrd (BOOT_IMAGE= and PXELINUX's initrd=), so that the
+    default entry booting instead cannot pass. (The menu's SAY line is not on the serial console: PXELINUX
+    prints it while it reads the file, before the file's SERIAL takes effect.)"""
     entry = next(e for e in entries if e.label == label)
     if entry is entries[0] or via != "pxe":
         return stages
-    say = machine_menu(m, mac, entries).say[0]
-    prompt = Stage("prompt", re.compile(re.escape(say)), send=f"{label}\r")
+    prompt = Stage("prompt", PXELINUX_PROMPT, send=f"{label}\r")
     kernel = Stage("kernel", re.compile(rf"Command line: BOOT_IMAGE={re.escape(entry.kernel)} .*"
                                         rf"initrd={re.escape(entry.initrd or '')}(\s|$)"))
     out: list[Stage] = []
@@ -282,7 +282,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
             say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
             stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))
             stages = localboot_stages(stages) if localboot else \
-                entry_stages(stages, m, mac, entries, opts.entry, opts.via)
+                entry_stages(stages, entries, opts.entry, opts.via)
             boot_start = time.monotonic() - t0
 
             def on_stage(r: StageResult) -> None:

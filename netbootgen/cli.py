@@ -197,8 +197,8 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str, compress
                    "adds another DHCP server that gives addresses only.")
 @click.option("--entry", type=click.Choice(["current", "previous"]), default="current", show_default=True,
               help="The per-MAC menu's entry to boot: previous (the known-good vmlinuz.prev and initrd.prev.img) "
-                   "is typed at PXELINUX's boot: prompt over the serial console (--firmware bios); --via direct "
-                   "boots the entry's files from the TFTP tree.")
+                   "is typed at PXELINUX's boot: prompt over the serial console (with --firmware uefi: chosen in "
+                   "GRUB's menu); --via direct boots the entry's files from the TFTP tree.")
 @click.option("--mac", help="The guest's MAC instead of the machine's first: another of its MACs, or one no machine "
                             "has, which gets PXELINUX's pxelinux.cfg/default: its local boot is the outcome reported "
                             "(exit status 0 when it is seen), not a timeout.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from netbootgen.emulate.boottest import LOCALBOOT, entry_stages, guest_mac, localboot_stages, stages_for
+from netbootgen.emulate.firmware import firmware_stages
 from netbootgen.errors import InputError
 from netbootgen.inventory import Inventory, load_inventory
 from netbootgen.pxe.menu import CFG_DIR, menu_entries, pxe_filename, render_pxe
@@ -35,6 +36,17 @@ def test_previous_via_pxe_types_its_label_at_the_prompt_and_checks_its_own_files
     assert not prompt.pattern.search("Press Ctrl-B to configure iPXE (PCI 00:02.0)...\r\n")
     assert kernel.pattern.search(PREVIOUS)
     assert not kernel.pattern.search(CURRENT)  # the default entry booting instead does not pass
+
+
+def test_previous_via_uefi_moves_down_in_grubs_menu(inv: Inventory) -> None:
+    m = inv.machines["node1"]
+    base = firmware_stages("uefi", stages_for("pxe", inv.exports[m.export]))
+    stages = entry_stages(base, menu_entries(inv, m), "previous", "pxe", "uefi")
+    assert [s.name for s in stages] == [s.name for s in base]
+    grub, kernel = stages[1], stages[2]
+    assert grub.name == "grub" and grub.send == "v\r"  # GRUB's menu: v is down, Enter boots the highlighted entry
+    assert kernel.pattern.search("Command line: BOOT_IMAGE=/boot/virtio/vmlinuz.prev root=aoe:e0.1:ext4 rw\r\n")
+    assert not kernel.pattern.search("Command line: BOOT_IMAGE=/boot/virtio/vmlinuz root=aoe:e0.1:ext4 rw\r\n")
 
 
 def test_current_and_direct_stages_are_unchanged(inv: Inventory) -> None:

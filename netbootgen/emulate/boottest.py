@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,17 +140,25 @@ def stages_for(via: str, ex: Export, real: bool = False) -> list[Stage]:
     return [s for s in stages if via == "pxe" or s.name != "pxelinux"]
 
 
-def entry_stages(stages: list[Stage], entries: tuple[Entry, Entry], label: str, via: str) -> list[Stage]:
-    """The stages of a boot of the per-MAC menu's entry `label`. Not the default entry: via PXE, a stage `prompt`
-    (PXELINUX's `boot: `, shown for the menu's TIMEOUT) types the label, and the `kernel` stage is the kernel's
-    command line naming the entry's own kernel and initrd (BOOT_IMAGE= and PXELINUX's initrd=), so that the
-    default entry booting instead cannot pass. (The menu's SAY line is not on the serial console: PXELINUX
-    prints it while it reads the file, before the file's SERIAL takes effect.)"""
+def entry_stages(stages: list[Stage], entries: tuple[Entry, Entry], label: str, via: str,
+                 firmware: str = "bios") -> list[Stage]:
+    """The stages of a boot of the per-MAC menu's entry `label`. Not the default entry, via PXE: with PXELINUX
+    a stage `prompt` (its `boot: `, shown for the menu's TIMEOUT) types the label; with GRUB (UEFI) the `grub`
+    stage (the file's echo line, just before its menu) types `v` (GRUB's menu key for down) once per entry
+    before it and Enter. The `kernel` stage is then the kernel's command line naming the entry's own kernel
+    (BOOT_IMAGE=; PXELINUX adds initrd=, checked too), so that the default entry booting instead cannot pass.
+    (The PXELINUX menu's SAY line is not on the serial console: PXELINUX prints it while it reads the file,
+    before the file's SERIAL takes effect.)"""
     entry = next(e for e in entries if e.label == label)
     if entry is entries[0] or via != "pxe":
         return stages
+    if firmware == "uefi":
+        keys = "v" * entries.index(entry) + "\r"
+        kernel = Stage("kernel", re.compile(rf"Command line: BOOT_IMAGE=/{re.escape(entry.kernel or '')} "))
+        return [replace(st, send=keys) if st.name == "grub" else kernel if st.name == "kernel" else st
+                for st in stages]
     prompt = Stage("prompt", PXELINUX_PROMPT, send=f"{label}\r")
-    kernel = Stage("kernel", re.compile(rf"Command line: BOOT_IMAGE={re.escape(entry.kernel)} .*"
+    kernel = Stage("kernel", re.compile(rf"Command line: BOOT_IMAGE={re.escape(entry.kernel or '')} .*"
                                         rf"initrd={re.escape(entry.initrd or '')}(\s|$)"))
     out: list[Stage] = []
     for st in stages:
@@ -219,9 +227,9 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     if localboot and opts.firmware != "bios":
         raise InputError(f"--mac {mac}: the local boot of a MAC the inventory does not know is followed with "
                          "--firmware bios (PXELINUX's `default`)")
-    if opts.entry != "current" and (localboot or opts.via == "pxe" and opts.firmware != "bios"):
-        raise InputError(f"--entry {opts.entry}: chosen at PXELINUX's boot: prompt, so --firmware bios and a MAC "
-                         "of the machine (or --via direct, which boots the entry's files from the TFTP tree)")
+    if opts.entry != "current" and localboot:
+        raise InputError(f"--entry {opts.entry}: an entry of the machine's own menu, which a MAC no machine has "
+                         "does not get")
     real = opts.root == "debian" or opts.root_image is not None
     if real:  # the image's check unit runs only when asked on the kernel command line
         inv = with_check(inv, m)
@@ -282,7 +290,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
             say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
             stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))
             stages = localboot_stages(stages) if localboot else \
-                entry_stages(stages, entries, opts.entry, opts.via)
+                entry_stages(stages, entries, opts.entry, opts.via, opts.firmware)
             boot_start = time.monotonic() - t0
 
             def on_stage(r: StageResult) -> None:

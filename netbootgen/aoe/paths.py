@@ -103,7 +103,8 @@ def plan_paths(transports: Sequence[str], macs: Sequence[str], first: ExportSpec
         raise PathError(
             "--mac",
             macs[len(others)] if len(macs) > len(others) else macs[-1],
-            f"given {len(macs)} times for {len(others)} transport(s) other than iface: (give one per such "
+            f"given {len(macs)} time{'' if len(macs) == 1 else 's'} for {len(others)} transport"
+            f"{'' if len(others) == 1 else 's'} other than iface: (give one per such "
             "transport, in the order of the --transport options, or none)",
         )
     chosen: list[bytes | None] = [None] * len(addresses)

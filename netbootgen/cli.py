@@ -293,9 +293,10 @@ def _boot_fleet(inv: Inventory, machines: tuple[str, ...], jobs: int, opts: Boot
 def timeline(reports: tuple[Path, ...], output: Path, title: str) -> None:
     """Draw the stages of boot-test JSON REPORTS (boot-test --json) on one time axis, as SVG.
 
-    One row per report (labelled `machine (via)`; by file name when two reports name the same machine),
-    one bar per stage from the previous stage to the time it was reached; a failed run ends in a hatched
-    red bar named after the stage it did not reach."""
+    One row per report (labelled `machine (via)`; by file name when two reports name the same machine), or
+    per machine of a fleet report (boot-test --all --json, each from the time its guest started), one bar per
+    stage from the previous stage to the time it was reached; a failed run ends in a hatched red bar named
+    after the stage it did not reach."""
     from netbootgen.emulate.timeline import report_label, report_row, timeline_svg
     from netbootgen.output import write_file
 
@@ -307,11 +308,16 @@ def timeline(reports: tuple[Path, ...], output: Path, title: str) -> None:
             raise InputError(f"{path}: not a boot-test JSON report: {e}") from None
         if not isinstance(data, dict):
             raise InputError(f"{path}: not a boot-test JSON report (expected an object, got {type(data).__name__})")
-        try:
-            report_row(data, str(path))
-        except ValueError as e:
-            raise InputError(str(e)) from None
-        loaded.append((path, data))
+        fleet = data.get("fleet") is True  # boot-test --all: a row per machine
+        runs = data.get("machines") if fleet else [data]
+        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+            raise InputError(f"{path}: 'machines' must be a list of boot-test reports")
+        for i, run in enumerate(runs):
+            try:
+                report_row(run, f"{path}: machines[{i}]" if fleet else str(path))
+            except ValueError as e:
+                raise InputError(str(e)) from None
+            loaded.append((path, run))
     labels = [report_label(data) for _, data in loaded]
     named = [(str(path) if labels.count(label) > 1 else "", data)
              for (path, data), label in zip(loaded, labels, strict=True)]

@@ -161,3 +161,31 @@ def test_root_image_tagged_and_placed_in_the_export_window(tmp_path: Path) -> No
               capture=True)
     assert cat.stdout == "base-ro\n"
     assert read_marker(image, 2048) is None  # nothing written yet
+
+
+def fleet_machine(name: str, started: float) -> dict[str, object]:
+    stages = [{"name": s, "t": t, "ok": True} for s, t in (("firmware", 0.3), ("kernel", 20.0), ("init", 35.0))]
+    return {"ok": True, "machine": name, "via": "pxe", "seconds": 36.0, "started": started, "stages": stages}
+
+
+def test_timeline_of_a_fleet_report_one_row_per_machine_from_its_start(tmp_path: Path) -> None:
+    """`netbootgen timeline FLEET.json`: a row per machine, the bars of a guest that waited for a job from the time
+    it started (--jobs 1: node2 after node1)."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    report = tmp_path / "fleet.json"
+    report.write_text(json.dumps({"ok": True, "fleet": True, "jobs": 1, "via": "pxe", "seconds": 72.0,
+                                  "machines": [fleet_machine("node1", 0.0), fleet_machine("node2", 36.0)]}))
+    out = tmp_path / "fleet.svg"
+    result = CliRunner().invoke(main, ["timeline", str(report), "-o", str(out)])
+    assert result.exit_code == 0 and "(2 runs)" in result.output, result.output
+    root = ET.fromstring(out.read_text())
+    rows = [[r for r in g.iter("{http://www.w3.org/2000/svg}rect")] for g in root.iter("{http://www.w3.org/2000/svg}g")
+            if g.get("class") == "run"]
+    assert [float(r[0].get("data-start", "")) for r in rows] == [0.0, 36.0]
+    assert [float(r[-1].get("data-end", "")) for r in rows] == [35.0, 71.0]
+    assert "node1 (pxe)" in out.read_text() and "node2 (pxe)" in out.read_text()
+    report.write_text(json.dumps({"fleet": True, "machines": [{"stages": "x"}]}))
+    result = CliRunner().invoke(main, ["timeline", str(report), "-o", str(out)])
+    assert result.exit_code == 2 and f"{report}: machines[0]: 'stages' must be a list" in result.output

@@ -73,7 +73,11 @@ def _number(value: Any, where: str) -> float:
 
 
 def report_row(report: Mapping[str, Any], label: str) -> Row:
-    """The bars of one boot-test report; raises ValueError naming the field when the report is malformed."""
+    """The bars of one boot-test report; raises ValueError naming the field when the report is malformed.
+
+    A machine of a fleet report (boot-test --all) starts its bars at its `started` (s after the fleet's first
+    guest started: a guest may wait for a free job)."""
+    offset = _number(report.get("started", 0) or 0, f"{label}: started")
     stages = report.get("stages")
     if not isinstance(stages, list):
         raise ValueError(f"{label}: 'stages' must be a list of {{name, t, ok}}, got {stages!r}")
@@ -88,12 +92,12 @@ def report_row(report: Mapping[str, Any], label: str) -> Row:
             missing = missing or name
             continue
         t = _number(stage["t"], f"{label}: stages[{i}].t ({name})")
-        bars.append(Bar(name, min(last, t), t, True))
+        bars.append(Bar(name, offset + min(last, t), offset + t, True))
         last = max(last, t)
     end = _number(report.get("seconds", last) or last, f"{label}: seconds")
     ok = bool(report.get("ok")) and missing is None
     if missing is not None:
-        bars.append(Bar(missing, last, max(end, last), False))
+        bars.append(Bar(missing, offset + last, offset + max(end, last), False))
         note = f"FAILED: {missing} not reached"
     elif not ok:
         note = "FAILED: " + str(report.get("failure") or "the guest's write is missing")

@@ -303,7 +303,8 @@ def boot_fleet(inv: Inventory, opts: FleetOptions, cache: Path, progress: Progre
             run.result.disk_marker = run.image_name is not None
             run.problems = prove(run.evidence, names)
             runs.append(run)
-            say(f"{run.result.machine}: " + ("proofs ok (identity, export, PXELINUX file)" if not run.problems
+            what = "PXELINUX file" if b.via == "pxe" else "kernel arguments"
+            say(f"{run.result.machine}: " + (f"proofs ok (identity, export, {what})" if not run.problems
                                              else "; ".join(run.problems)))
         return FleetResult(runs, b.via, accel, opts.jobs, seconds, work if b.workdir else None)
     finally:

@@ -75,7 +75,6 @@ FLEET = Path(__file__).resolve().parent / "data" / "fleet.toml"
     ([str(FLEET), "--machine", "web1", "--mac", "52-54-00-00-02-01"],
      "--mac 52:54:00:00:02:01 is machine db1's; boot it with --machine db1"),
     (["--entry", "previous", "--mac", "52:54:00:99:99:99"], "--entry previous: an entry of the machine's own menu"),
-    (["--mac", "52:54:00:99:99:99", "--firmware", "uefi"], "--mac 52:54:00:99:99:99: the local boot of a MAC"),
 ])
 def test_boot_test_entry_and_mac_usage_errors(args: list[str], named: str) -> None:
     res = CliRunner().invoke(main, ["boot-test", *args])

@@ -65,6 +65,11 @@ def test_an_unknown_mac_expects_the_local_boot(inv: Inventory) -> None:
     assert LOCALBOOT.pattern.search("Booting from local disk...\r\n")
     assert stages[-1].source == "bios"
     assert stages[-1].pattern.search("enter handle_18:\n  NULL\nBooting from Hard Disk...\n")
+    uefi = localboot_stages(firmware_stages("uefi", stages_for("pxe", inv.exports[m.export])), "uefi")
+    assert [s.name for s in uefi] == ["firmware", "localboot", "next-boot-option"]
+    # the title of grub.cfg's one entry, as GRUB announces it, then OVMF's boot manager
+    assert uefi[1].pattern.search("Welcome to GRUB!\r\n  Booting `back to the firmware: its next boot option'\r\n")
+    assert uefi[2].pattern.search('BdsDxe: failed to load Boot0001 "UEFI PXEv4 (MAC:525400999999)" from PciRoot')
     assert guest_mac(inv, m, "52-54-00-99-99-99") == ("52:54:00:99:99:99", True)
     assert guest_mac(inv, m, "5254.0012.3456") == ("52:54:00:12:34:56", False)
     assert guest_mac(inv, m, None) == (m.macs[0], False)

@@ -1,7 +1,8 @@
 """The PXE path, every branch (issue 11): a MAC without a pxelinux.cfg file, and the known-good entry.
 
-- A MAC no machine has gets PXELINUX's `default`, whose LOCALBOOT hands the machine back to the firmware:
-  `boot-test --mac` reports that local boot as its outcome, quickly, not as a timeout.
+- A MAC no machine has gets PXELINUX's `default`, whose LOCALBOOT hands the machine back to the firmware
+  (UEFI: GRUB's grub.cfg, whose entry runs `exit`): `boot-test --mac` reports that local boot as its outcome,
+  quickly, not as a timeout.
 - An update that breaks the boot (a new kernel, and an initrd without the NIC's driver: a profile whose
   nic_drivers lost virtio_net) leaves the known-good pair beside it: the TFTP tree keeps the old kernel's bytes
   as vmlinuz.prev with the old initrd, `current` fails at aoe-discovered, and `boot-test --entry previous`
@@ -17,6 +18,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from netbootgen.inventory import example_text
 from netbootgen.kernel.fetch import KernelTree
@@ -43,17 +46,24 @@ def stage_names(rep: dict) -> list[str]:
     return [s["name"] for s in rep["stages"]]
 
 
-def test_unknown_mac_gets_the_default_entry_and_its_local_boot_is_the_outcome(work: Path) -> None:
-    proc, rep = boot_test(work, "unknown", "--mac", UNKNOWN_MAC, "--workdir", work / "run")
+@pytest.mark.parametrize(("firmware", "fallback", "stages", "line"), [
+    ("bios", "pxelinux.cfg/default", ["firmware", "pxelinux", "localboot", "local-disk"],
+     "Booting from local disk..."),
+    ("uefi", "grub/grub.cfg", ["firmware", "localboot", "next-boot-option"],
+     "Booting `back to the firmware: its next boot option'"),
+], ids=["bios", "uefi"])
+def test_unknown_mac_gets_the_default_entry_and_its_local_boot_is_the_outcome(
+        work: Path, firmware: str, fallback: str, stages: list[str], line: str) -> None:
+    proc, rep = boot_test(work, "unknown", "--mac", UNKNOWN_MAC, "--firmware", firmware, "--workdir", work / "run")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert rep["ok"] is True and rep["mac"] == UNKNOWN_MAC
-    assert rep["outcome"] == "local boot: the default entry (pxelinux.cfg/default)"
-    assert stage_names(rep) == ["firmware", "pxelinux", "localboot", "local-disk"]
+    assert rep["outcome"] == f"local boot: the default entry ({fallback})"
+    assert stage_names(rep) == stages
     assert all(s["ok"] for s in rep["stages"]), rep["stages"]
-    assert "Booting from local disk..." in rep["console_log"]
+    assert line in rep["console_log"]
     assert "Linux version" not in rep["console_log"]  # no per-MAC file, so no kernel
-    assert "outcome: local boot: the default entry (pxelinux.cfg/default)" in proc.stdout
+    assert f"outcome: local boot: the default entry ({fallback})" in proc.stdout
     # reported as soon as PXELINUX says so, not after a stage timeout or the firmware's retry
     assert rep["seconds"] < STAGE_TIMEOUT / 3, rep["stages"]
 

@@ -24,6 +24,7 @@ from netbootgen.fleet import kernel_args, machine_mtu
 from netbootgen.inventory import Export, Inventory, Machine, normalize_mac
 from netbootgen.kernel.fetch import KernelTree
 from netbootgen.modules.initrd import InitrdResult
+from netbootgen.pxe.grub import GRUB_CFG, GRUB_DIR, default_grub_menu
 from netbootgen.pxe.menu import DEFAULT_FILE, PXE_DIR, Entry, menu_entries
 from netbootgen.run import need_binary
 
@@ -35,7 +36,10 @@ ENTRIES = ("current", "previous")  # the per-MAC menus' entries (netbootgen.pxe.
 # next boot device, the local disk (none here), as its debug log tells.
 LOCALBOOT = Stage("localboot", re.compile(r"Booting from local disk\.\.\."))
 LOCAL_DISK = Stage("local-disk", re.compile(r"Booting from Hard Disk\.\.\."), source="bios")
-LOCALBOOT_OUTCOME = f"local boot: the default entry ({PXE_DIR}/{DEFAULT_FILE})"
+# UEFI: GRUB's grub.cfg boots its one entry, `exit` back to the firmware, which goes on to its next boot option.
+GRUB_LOCALBOOT = Stage("localboot", re.compile(re.escape(f"Booting `{default_grub_menu().default.title}'")))
+NEXT_BOOT_OPTION = Stage("next-boot-option", re.compile(r"BdsDxe: (failed to load|loading) Boot[0-9A-F]{4}"))
+FALLBACK_FILES = {"bios": f"{PXE_DIR}/{DEFAULT_FILE}", "uefi": f"{GRUB_DIR}/{GRUB_CFG}"}
 PXELINUX_PROMPT = re.compile(r"(^|\n)boot: ")  # PROMPT 1: PXELINUX waits TIMEOUT for a label here
 
 Progress = Callable[[str], None]
@@ -80,7 +84,7 @@ class BootTestResult:
     target_events: tuple[tuple[float, str], ...] = ()  # (s since the target's plan started, what happened)
     entry: str = "current"
     mac: str | None = None
-    localboot: bool = False  # a MAC no machine has, via PXE: the expected outcome is the `default` file's local boot
+    localboot: str | None = None  # a MAC no machine has, via PXE: the fallback file whose local boot is expected
 
     @property
     def ok(self) -> bool:
@@ -93,7 +97,7 @@ class BootTestResult:
         """What the run showed: the local boot of an unknown MAC, the machine's root booted, or failed."""
         if not self.ok:
             return "failed"
-        return LOCALBOOT_OUTCOME if self.localboot else "booted"
+        return f"local boot: the default entry ({self.localboot})" if self.localboot else "booted"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,9 +170,12 @@ def entry_stages(stages: list[Stage], entries: tuple[Entry, Entry], label: str, 
     return out
 
 
-def localboot_stages(stages: list[Stage]) -> list[Stage]:
+def localboot_stages(stages: list[Stage], firmware: str = "bios") -> list[Stage]:
     """A MAC without a pxelinux.cfg file: PXELINUX loads `default`, whose LOCALBOOT hands the machine back to the
-    firmware: the firmware, PXELINUX, its local-boot line, and the firmware booting from the local disk."""
+    firmware: the firmware, PXELINUX, its local-boot line, and the firmware booting from the local disk. UEFI:
+    iPXE, GRUB booting grub.cfg's entry (`exit`), and the firmware going on to its next boot option."""
+    if firmware == "uefi":
+        return [*(st for st in stages if st.name == "firmware"), GRUB_LOCALBOOT, NEXT_BOOT_OPTION]
     return [*(st for st in stages if st.name in ("firmware", "pxelinux")), LOCALBOOT, LOCAL_DISK]
 
 
@@ -223,10 +230,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     if opts.entry not in ENTRIES:
         raise InputError(f"--entry must be current or previous, not {opts.entry!r}")
     mac, unknown = guest_mac(inv, m, opts.mac)
-    localboot = unknown and opts.via == "pxe"  # PXELINUX finds no 01-<mac> file and loads `default`
-    if localboot and opts.firmware != "bios":
-        raise InputError(f"--mac {mac}: the local boot of a MAC the inventory does not know is followed with "
-                         "--firmware bios (PXELINUX's `default`)")
+    # PXELINUX finds no 01-<mac> file and loads `default` (GRUB: grub.cfg)
+    localboot = FALLBACK_FILES.get(opts.firmware) if unknown and opts.via == "pxe" else None
     if opts.entry != "current" and localboot:
         raise InputError(f"--entry {opts.entry}: an entry of the machine's own menu, which a MAC no machine has "
                          "does not get")
@@ -240,7 +245,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
     def say(msg: str) -> None:
         progress(f"[{time.monotonic() - t0:6.1f}s] {msg}")
 
-    unknown_note = f", no machine has it: expecting the local boot of {PXE_DIR}/{DEFAULT_FILE}" if localboot else ""
+    unknown_note = f", no machine has it: expecting the local boot of {localboot}" if localboot else ""
     entry_note = f", entry {opts.entry}" if opts.entry != "current" else ""
     say(f"machine {m.name} ({mac}{unknown_note}), root {ex.target}, profile {profile.name}, via {opts.via}"
         f"{entry_note}")
@@ -281,7 +286,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 name=m.name,
                 host_mtu=mtu if mtu != 1500 else None,
                 bios_log=work / "bios.log",
-                bios_console=sercon_file(work) if localboot else None,  # the default file has no SERIAL
+                # the default file has no SERIAL: SeaBIOS shows PXELINUX's screen
+                bios_console=sercon_file(work) if localboot and opts.firmware == "bios" else None,
                 tftp_root=built.tftp if opts.via == "pxe" and not net else None,
                 kernel=direct_kernel if opts.via == "direct" else None,
                 initrd=(opts.initrd_path or direct_initrd) if opts.via == "direct" else None,
@@ -289,7 +295,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
             )
             say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
             stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))
-            stages = localboot_stages(stages) if localboot else \
+            stages = localboot_stages(stages, opts.firmware) if localboot else \
                 entry_stages(stages, entries, opts.entry, opts.via, opts.firmware)
             boot_start = time.monotonic() - t0
 
@@ -305,7 +311,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         root_check = check_root(root, work) if root and not localboot else None
         marker = root_check.data_ok if root_check else not localboot and read_marker(image) is not None
         if localboot:
-            say(f"outcome: {LOCALBOOT_OUTCOME}" if report.ok else "the local boot was not seen")
+            say(f"outcome: local boot: the default entry ({localboot})" if report.ok else
+                "the local boot was not seen")
         else:
             say("the guest's write reached the AoE disk" if marker else
                 "no write from the guest found on the AoE disk")

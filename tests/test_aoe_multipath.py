@@ -107,14 +107,10 @@ def test_bad_paths_name_the_option_and_the_value(
     assert os.listdir(sockdir) == ["disk.img"]
 
 
-def test_hot_path_c_and_faults_refuse_a_stream_path_by_name(sockdir: Path) -> None:
+def test_faults_refuse_a_stream_path_by_name(sockdir: Path) -> None:
     disk = sockdir / "disk.img"
     disk.write_bytes(bytes(8 * 512))
     two = ["--transport", f"unix-dgram:{sockdir}/t:{sockdir}/q", "--transport", f"unix-stream:{sockdir}/s"]
-    if fastpath.AVAILABLE:
-        code, out = run("--export", f"1.2={disk}", *two, "--hot-path", "c")
-        assert code == 2 and "Invalid value for '--hot-path': 'c'" in out, out
-        assert f"unix-stream:{sockdir}/s" in out
     code, out = run("--export", f"1.2={disk}", *two, "--fault", "drop=0.1")
     assert code == 2 and "Invalid value for '--fault'" in out and f"not 'unix-stream:{sockdir}/s'" in out, out
     assert sorted(os.listdir(sockdir)) == ["disk.img"]

@@ -26,6 +26,11 @@
  * with one sendmmsg() made the guest take 60% more interrupts on writes and was slower (docs/benchmarks.md).
  * The reply bytes are exactly those Target.feed produces for the same request (tests/test_aoe_fastpath.py
  * checks that frame by frame).
+ *
+ * On a unix stream connection (QEMU -netdev stream: every frame behind a 4-byte big-endian length) the engine
+ * owns no socket: stream() answers the frames of a connection's receive buffer that Python read, in order, up
+ * to the first one it hands back (or the first incomplete one), and appends the length-prefixed replies to the
+ * connection's output buffer, which Python sends with one call (netbootgen/aoe/stream.py keeps back-pressure).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -76,7 +81,9 @@ typedef struct {
     unsigned char rctrl[BATCH][CTRL_SPACE];
     struct msghdr smsg;
     int got, pos; /* frames of the current batch, the next one to look at */
-    int running;  /* run() is active with the GIL released */
+    int running;  /* run() or stream() is active with the GIL released */
+    unsigned char *sbuf; /* stream(): replies of one call, length-prefixed */
+    size_t scap;
     unsigned long long replies, dropped, peer_lost, handed_over, group_sources, foreign;
 } Engine;
 
@@ -103,6 +110,7 @@ static void Engine_dealloc(Engine *self)
     engine_free_exports(self);
     PyMem_Free(self->rx);
     PyMem_Free(self->tx);
+    PyMem_RawFree(self->sbuf);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -498,6 +506,80 @@ static PyObject *Engine_run(Engine *self, PyObject *args)
     return Py_BuildValue("(iN)", state, list);
 }
 
+/*
+ * stream(buf, start, end, out: bytearray, limit) -> (start, answered)
+ * Answers the length-prefixed frames in buf[start:end] up to the first one Python has to answer (or one with a
+ * length above MAX_FRAME, or an incomplete one), appending each reply, length-prefixed, to out; returns where
+ * it stopped and how many frames it answered. Like stream.py's _collect, a reply is dropped (and counted)
+ * while out holds more than limit bytes.
+ */
+static PyObject *Engine_stream(Engine *self, PyObject *args)
+{
+    Py_buffer in;
+    Py_ssize_t start, end, limit;
+    PyObject *out;
+    if (!PyArg_ParseTuple(args, "y*nnO!n", &in, &start, &end, &PyByteArray_Type, &out, &limit))
+        return NULL;
+    if (self->tx == NULL || refuse_while_running(self) < 0 || start < 0 || start > end || end > in.len) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(self->tx == NULL ? PyExc_RuntimeError : PyExc_ValueError,
+                            self->tx == NULL ? "Engine not initialised" : "bad start or end");
+        PyBuffer_Release(&in);
+        return NULL;
+    }
+    const unsigned char *buf = in.buf;
+    size_t have = (size_t)PyByteArray_GET_SIZE(out), slen = 0;
+    long answered = 0;
+    int nomem = 0;
+    self->running = 1;
+    Py_BEGIN_ALLOW_THREADS
+    while (end - start >= 4) {
+        const unsigned char *h = buf + start;
+        size_t flen = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+        if (flen > MAX_FRAME || (size_t)(end - start - 4) < flen)
+            break; /* Python closes the connection, or waits for the rest */
+        if (self->scap - slen < 4 + MAX_REPLY) {
+            size_t cap = self->scap ? 2 * self->scap : 8 * (4 + MAX_REPLY);
+            unsigned char *grown = PyMem_RawRealloc(self->sbuf, cap);
+            if (grown == NULL) {
+                nomem = 1;
+                break;
+            }
+            self->sbuf = grown, self->scap = cap;
+        }
+        Py_ssize_t r = answer(self, h + 4, flen, self->sbuf + slen + 4);
+        if (r < 0) {
+            self->handed_over++;
+            break;
+        }
+        start += 4 + (Py_ssize_t)flen;
+        if (r == 0)
+            continue;
+        answered++;
+        if (have + slen > (size_t)limit) {
+            self->dropped++;
+            continue;
+        }
+        unsigned char *p = self->sbuf + slen;
+        p[0] = (unsigned char)(r >> 24), p[1] = (unsigned char)(r >> 16), p[2] = (unsigned char)(r >> 8);
+        p[3] = (unsigned char)r;
+        slen += 4 + (size_t)r;
+        self->replies++;
+    }
+    Py_END_ALLOW_THREADS
+    self->running = 0;
+    PyBuffer_Release(&in);
+    if (slen) {
+        Py_ssize_t at = PyByteArray_GET_SIZE(out);
+        if (PyByteArray_Resize(out, at + (Py_ssize_t)slen) < 0)
+            return NULL;
+        memcpy(PyByteArray_AS_STRING(out) + at, self->sbuf, slen);
+    }
+    if (nomem)
+        return PyErr_NoMemory();
+    return Py_BuildValue("(nl)", start, answered);
+}
+
 /* answer_frame(frame) -> bytes | None (no reply) | NotImplemented (Python answers): the hot path without
  * sockets, for tests that compare it with Target.feed byte by byte. */
 static PyObject *Engine_answer_frame(Engine *self, PyObject *arg)
@@ -528,6 +610,8 @@ static PyMethodDef Engine_methods[] = {
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Send and drop statistics."},
     {"pending", (PyCFunction)Engine_pending, METH_NOARGS, "Frames of the last batch the next run() starts with."},
     {"run", (PyCFunction)Engine_run, METH_VARARGS, "Serve for up to a time slice; returns (state, frames)."},
+    {"stream", (PyCFunction)Engine_stream, METH_VARARGS, "Answer the length-prefixed frames of a stream buffer; "
+     "returns (start, answered)."},
     {"answer_frame", (PyCFunction)Engine_answer_frame, METH_O, "Answer one frame without sockets (tests)."},
     {NULL, NULL, 0, NULL},
 };
@@ -536,7 +620,7 @@ static PyTypeObject EngineType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "netbootgen.aoe._fastpath.Engine",
     .tp_basicsize = sizeof(Engine),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "AoE READ/WRITE hot path on a datagram socket (AF_PACKET or unix datagram).",
+    .tp_doc = "AoE READ/WRITE hot path on a datagram socket (AF_PACKET or unix datagram) or a stream buffer.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Engine_init,
     .tp_dealloc = (destructor)Engine_dealloc,

@@ -272,8 +272,8 @@ def _start_message(exp: OpenExport, transports: Sequence[Transport]) -> str:
     type=click.Choice(fastpath.HOT_PATHS),
     default="auto",
     show_default=True,
-    help="Who answers READ/WRITE requests: c (the C extension netbootgen.aoe._fastpath; unix-dgram and iface "
-    "only), python, or auto (c when it is built, on each transport that allows it).",
+    help="Who answers READ/WRITE requests: c (the C extension netbootgen.aoe._fastpath, on every transport), "
+    "python, or auto (c when it is built).",
 )
 @click.option(
     "--ready-file",
@@ -366,10 +366,9 @@ def serve_command(
         raise _bad(e.option, e.value, e.message) from None
     streams = [path.text for path in paths if isinstance(path.address, UnixStreamAddress)]
     try:
-        for path in paths:
-            fastpath.resolve(hot_path, datagram=not isinstance(path.address, UnixStreamAddress))
+        fastpath.resolve(hot_path)
     except ValueError as e:
-        raise _bad("--hot-path", hot_path, f"{e} (--transport {path.text!r})") from None
+        raise _bad("--hot-path", hot_path, str(e)) from None
     faults: FaultSpec | None = None
     if fault_value is not None:
         try:

@@ -70,7 +70,7 @@ class _DatagramTransport(Transport):
     def register(self, sel: selectors.BaseSelector, target: Target) -> None:
         assert self.sock is not None, "transport not open"
         self._feed = target.feed
-        self.hot_path = fastpath.resolve(self.requested_hot_path, datagram=True)
+        self.hot_path = fastpath.resolve(self.requested_hot_path)
         if self.hot_path == "c":
             self._fast = fastpath.FastPath(target, self.sock.fileno(), self._peer_path(), self._ifindex())
         sel.register(self.sock, selectors.EVENT_READ, self._on_readable)

@@ -4,9 +4,12 @@ The C engine answers ATA READ/WRITE requests on a datagram socket (AF_PACKET or 
 in batches (`recvmmsg`) and sending each reply as soon as it is built, with the same reply bytes as
 `Target.feed`. Every other frame comes back to Python, one at a time and in arrival order (the engine goes on
 with the rest of its batch only on the next `run`), which answers it with `Target.feed` and then pushes the
-(possibly changed) MAC mask lists and reservations back into the engine. The `Target` stays the only owner of
-protocol state and counters. The engine refuses (RuntimeError) to be reconfigured while a `run` is active in
-another thread.
+(possibly changed) MAC mask lists and reservations back into the engine. On unix stream connections the
+engine owns no socket: `FastPath.stream` answers the length-prefixed frames of a connection's receive buffer
+up to the first one Python must answer, appending the replies to the connection's output buffer
+(`netbootgen.aoe.stream` reads, hands the rest to Python in the same way, and sends). The `Target` stays the
+only owner of protocol state and counters. The engine refuses (RuntimeError) to be reconfigured while a `run`
+is active in another thread.
 
 The extension is optional (it needs a C compiler at install time); `AVAILABLE` says whether it was built.
 """
@@ -29,17 +32,15 @@ HOT_PATHS = ("auto", "c", "python")
 DRAINED, HANDED_OVER, SLICE_OVER = 0, 1, 2
 
 
-def resolve(hot_path: str, datagram: bool) -> str:
-    """Pick "c" or "python" for a transport; raises ValueError when "c" cannot be honoured."""
+def resolve(hot_path: str) -> str:
+    """Pick "c" or "python" (every transport has both); raises ValueError when "c" cannot be honoured."""
     if hot_path not in HOT_PATHS:
         raise ValueError(f"unknown hot path {hot_path!r} (expected {', '.join(HOT_PATHS)})")
     if hot_path == "c":
         if not AVAILABLE:
             raise ValueError("the C hot path is not built (netbootgen.aoe._fastpath is missing; reinstall with gcc)")
-        if not datagram:
-            raise ValueError("the C hot path serves datagram transports only (unix-dgram, iface)")
         return "c"
-    if hot_path == "auto" and AVAILABLE and datagram:
+    if hot_path == "auto" and AVAILABLE:
         return "c"
     return "python"
 
@@ -47,8 +48,9 @@ def resolve(hot_path: str, datagram: bool) -> str:
 class FastPath:
     """One C engine bound to a socket, answering for `target`'s exports."""
 
-    def __init__(self, target: Target, fd: int, peer: str | None = None, ifindex: int = 0) -> None:
-        """`peer`: where replies go on an unbound unix datagram socket; `ifindex`: on AF_PACKET, the interface
+    def __init__(self, target: Target, fd: int = -1, peer: str | None = None, ifindex: int = 0) -> None:
+        """`fd`: the datagram socket `run` serves (-1: none, `stream` only); `peer`: where replies go on an
+        unbound unix datagram socket; `ifindex`: on AF_PACKET, the interface
         served (frames the kernel delivers from another one, e.g. a VLAN device on top of it, are dropped)."""
         if _fastpath is None:
             raise RuntimeError("netbootgen.aoe._fastpath is not built")
@@ -71,6 +73,15 @@ class FastPath:
         frames: list[bytes]
         state, frames = self.engine.run(seconds)
         return state, frames
+
+    def stream(self, buf: bytearray, start: int, end: int, out: bytearray, limit: int) -> tuple[int, int]:
+        """Answer the length-prefixed frames of buf[start:end] up to the first one Python must answer (or an
+        incomplete one, or one longer than MAX_FRAME), appending the length-prefixed replies to `out` (a reply
+        is dropped while `out` holds more than `limit` bytes); returns (where it stopped, frames answered)."""
+        stop: int
+        answered: int
+        stop, answered = self.engine.stream(buf, start, end, out, limit)
+        return stop, answered
 
     def pending(self) -> int:
         """Frames already received that the next `run` looks at first (the rest of a batch)."""

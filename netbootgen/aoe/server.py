@@ -29,16 +29,15 @@ log = logging.getLogger("netbootgen.aoe")
 def open_transport(address: TransportAddress | str, hot_path: str = "auto") -> Transport:
     """Create and open (bind) the transport for an address or address string.
 
-    `hot_path`: "auto" (C for datagram transports when built), "c" or "python"; raises ValueError when "c"
-    cannot serve this transport.
+    `hot_path`: "auto" (C when built), "c" or "python"; raises ValueError when "c" is not built.
     """
     addr = parse_transport(address) if isinstance(address, str) else address
-    fastpath.resolve(hot_path, datagram=not isinstance(addr, UnixStreamAddress))
+    fastpath.resolve(hot_path)
     transport: Transport
     if isinstance(addr, UnixDgramAddress):
         transport = UnixDgramTransport(addr, hot_path)
     elif isinstance(addr, UnixStreamAddress):
-        transport = UnixStreamTransport(addr)
+        transport = UnixStreamTransport(addr, hot_path)
     else:
         transport = InterfaceTransport(addr, hot_path)
     transport.open()

@@ -1,5 +1,11 @@
 """The ``unix-stream:PATH`` transport of the AoE target: a listening unix stream socket, several clients
-(QEMU ``-netdev stream``) at once, every frame with a 4-byte big-endian length prefix."""
+(QEMU ``-netdev stream``) at once, every frame with a 4-byte big-endian length prefix.
+
+With the C hot path (`netbootgen.aoe.fastpath`, one engine per transport, shared by its connections) Python
+reads each chunk and the engine answers the READ/WRITEs in it, in order, up to the first frame it hands back;
+Python answers that one with `Target.feed`, re-syncs the engine's access rules and lets it go on with the rest.
+The replies of a chunk, from both, are collected in the connection's `out` and sent with one call.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import socket
 import struct
 import time
 
+from netbootgen.aoe import fastpath
 from netbootgen.aoe.address import UnixStreamAddress
 from netbootgen.aoe.target import Target
 from netbootgen.aoe.transport import (
@@ -54,6 +61,8 @@ class _StreamConnection:
             self._push()
         if mask & selectors.EVENT_READ and not self.closed and not self.blocked:
             self._read()
+        if self.owner._fast is not None:
+            self.owner._absorb()
 
     def _read(self) -> None:
         recv_into, mv = self.sock.recv_into, self.mv
@@ -81,8 +90,19 @@ class _StreamConnection:
 
     def _process(self) -> None:
         buf, mv, feed, collect = self.buf, self.mv, self.owner._feed, self._collect
+        fast = self.owner._fast
         start, end = self.start, self.end
+        if fast is not None and self.owner.shared:
+            fast.sync_access()  # another path's Python may have changed a mask list or a reservation
         while end - start >= 4:
+            if fast is not None:
+                # C answers READ/WRITEs up to the first frame it hands back (or an incomplete one): that one,
+                # if any, is Python's, then C goes on with the rest under the access rules it left.
+                start, answered = fast.stream(buf, start, end, self.out, STREAM_PENDING_LIMIT)
+                if answered:
+                    self.seen = True
+                if end - start < 4:
+                    break
             (flen,) = _LEN.unpack_from(buf, start)
             if flen > MAX_FRAME:
                 self.close(f"bad frame length {flen}")
@@ -92,6 +112,8 @@ class _StreamConnection:
             if feed(mv[start + 4 : start + 4 + flen], collect):
                 self.seen = True
             start += 4 + flen
+            if fast is not None:
+                fast.sync_access()
         if start == end:
             self.start = self.end = 0
         elif len(buf) - end < MAX_FRAME + 4:
@@ -147,9 +169,11 @@ class _StreamConnection:
 
 
 class UnixStreamTransport(Transport):
-    def __init__(self, address: UnixStreamAddress) -> None:
+    def __init__(self, address: UnixStreamAddress, hot_path: str = "auto") -> None:
         super().__init__()
         self.address = address
+        self.requested_hot_path = hot_path
+        self._fast: fastpath.FastPath | None = None
         self.sock: socket.socket | None = None
         self._ident: tuple[int, int] | None = None
         self._conns: dict[int, _StreamConnection] = {}
@@ -180,7 +204,21 @@ class UnixStreamTransport(Transport):
         self._sel = sel
         self._target = target
         self._feed = target.feed
+        self.hot_path = fastpath.resolve(self.requested_hot_path)
+        if self.hot_path == "c":
+            self._fast = fastpath.FastPath(target)
         sel.register(self.sock, selectors.EVENT_READ, self._on_accept)
+
+    def stats(self) -> str:
+        text = f"dropped={self.dropped} hot_path={self.hot_path}"
+        if self._fast is not None:
+            self._absorb()
+            text += f" handed_to_python={self._fast.stats()['handed_over']}"
+        return text
+
+    def _absorb(self) -> None:
+        assert self._fast is not None
+        self.dropped += self._fast.absorb()["dropped"]
 
     def _on_accept(self, mask: int) -> None:
         assert self.sock is not None and self._sel is not None and self._target is not None

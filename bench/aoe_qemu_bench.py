@@ -8,12 +8,12 @@ and `dd oflag=direct` writes of 1 MiB blocks with the guest's CLOCK_MONOTONIC in
     python bench/aoe_qemu_bench.py --kernel-dir ~/.cache/netbootgen/kernels/6.1.0-56-amd64 \\
         --setup netbootgen-tap --setup vblade-tap --mtu 1500 --mtu 9000 --runs 3
 
-Setups: netbootgen-dgram, netbootgen-stream (unix sockets, no root); netbootgen-tap, netbootgen-py-tap
-(`--hot-path python`: no C engine) and vblade-tap (the same tap device path, needs root). Every setup serves
-the same image file; before each run the image is read once on the host so that every run finds it in the
-page cache. Rounds alternate the setups. Each tool runs with its own default bufcnt unless --bufcnt N is given
-(then both use N). Prints one line per run, then medians (with min-max), and the ratio netbootgen/vblade per
-figure.
+Setups: netbootgen-dgram, netbootgen-stream, netbootgen-py-stream (unix sockets, no root); netbootgen-tap,
+netbootgen-py-tap (the -py- setups: `--hot-path python`, no C engine) and vblade-tap (the same tap device
+path, needs root). Every setup serves the same image file; before each run the image is read once on the host
+so that every run finds it in the page cache. Rounds alternate the setups. Each tool runs with its own default
+bufcnt unless --bufcnt N is given (then both use N). Prints one line per run, then medians (with min-max), and
+the ratio netbootgen/vblade per figure.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ echo BENCH-DONE
 poweroff -f
 """
 
-SETUPS = ["netbootgen-dgram", "netbootgen-stream", "netbootgen-tap", "netbootgen-py-tap", "vblade-tap"]
+SETUPS = ["netbootgen-dgram", "netbootgen-stream", "netbootgen-py-stream", "netbootgen-tap", "netbootgen-py-tap",
+          "vblade-tap"]
 
 
 def preread(path: Path) -> None:
@@ -93,10 +94,11 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
             transport = {
                 "netbootgen-dgram": f"unix-dgram:{work}/t.sock:{work}/q.sock",
                 "netbootgen-stream": f"unix-stream:{work}/s.sock",
+                "netbootgen-py-stream": f"unix-stream:{work}/s.sock",
                 "netbootgen-tap": f"iface:{tap}",
                 "netbootgen-py-tap": f"iface:{tap}",
             }[setup]
-            hot_path = ["--hot-path", "python"] if setup == "netbootgen-py-tap" else []
+            hot_path = ["--hot-path", "python"] if "-py-" in setup else []
             mtu_args = [] if setup.endswith("-tap") else ["--mtu", str(mtu)]
             served = ServeProcess(["--export", f"1.2={disk}", *bufcnt, "--transport", transport, *mtu_args,
                                    *hot_path], work / "target.log")

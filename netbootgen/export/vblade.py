@@ -35,11 +35,13 @@ TMP_DIRS = ("/tmp/", "/var/tmp/")
 
 def unit_name(ex: Export, part: int = 1, interface: str | None = None) -> str:
     """netbootgen-aoe-NAME.service; the further vblade processes of an export with more than MAX_MACS MACs
-    are netbootgen-aoe-NAME:2.service, ... (export names cannot hold ':', so these never collide). On a server
-    with several interfaces every unit names its interface as the instance: netbootgen-aoe-NAME@IFACE.service,
-    netbootgen-aoe-NAME@IFACE:2.service, ... (a unit file of that exact name; no template; neither export nor
-    interface names hold '@'). Not ':' there: `systemd-analyze verify` reads FILE:NAME as a unit with an alias."""
-    return f"netbootgen-aoe-{ex.name}{f'@{interface}' if interface else ''}{f':{part}' if part > 1 else ''}.service"
+    are netbootgen-aoe2-NAME.service, netbootgen-aoe3-NAME.service, ... (never one of another export's: those
+    all begin 'netbootgen-aoe-'). On a server with several interfaces every unit names its interface as the
+    instance: netbootgen-aoe-NAME@IFACE.service, netbootgen-aoe2-NAME@IFACE.service, ... (a unit file of that
+    exact name; no template; neither export nor interface names hold '@'). No ':' anywhere: `systemd-analyze
+    verify` reads FILE:NAME as a unit with an alias and fails."""
+    number = str(part) if part > 1 else ""
+    return f"netbootgen-aoe{number}-{ex.name}{f'@{interface}' if interface else ''}.service"
 
 
 def mac_parts(macs: list[str]) -> list[list[str]]:

@@ -55,7 +55,6 @@ class _DatagramTransport(Transport):
         self.sock = None
         self.peer_seen = False
         self.requested_hot_path = hot_path
-        self._fast: fastpath.FastPath | None = None
         self._buf = bytearray(DRAIN_BUFFER)
         self._mv = memoryview(self._buf)
 
@@ -75,17 +74,7 @@ class _DatagramTransport(Transport):
             self._fast = fastpath.FastPath(target, self.sock.fileno(), self._peer_path(), self._ifindex())
         sel.register(self.sock, selectors.EVENT_READ, self._on_readable)
 
-    def stats(self) -> str:
-        text = f"dropped={self.dropped} hot_path={self.hot_path}"
-        if self._fast is not None:
-            self._absorb()
-            text += f" handed_to_python={self._fast.stats()['handed_over']}"
-        return text
-
-    def _absorb(self) -> None:
-        assert self._fast is not None
-        delta = self._fast.absorb()
-        self.dropped += delta["dropped"]
+    def _absorbed(self, delta: dict[str, int]) -> None:
         if delta["peer_lost"]:
             self.peer_seen = False  # peer (QEMU) gone: start announcing again for its successor
         elif delta["replies"]:

@@ -173,7 +173,6 @@ class UnixStreamTransport(Transport):
         super().__init__()
         self.address = address
         self.requested_hot_path = hot_path
-        self._fast: fastpath.FastPath | None = None
         self.sock: socket.socket | None = None
         self._ident: tuple[int, int] | None = None
         self._conns: dict[int, _StreamConnection] = {}
@@ -208,17 +207,6 @@ class UnixStreamTransport(Transport):
         if self.hot_path == "c":
             self._fast = fastpath.FastPath(target)
         sel.register(self.sock, selectors.EVENT_READ, self._on_accept)
-
-    def stats(self) -> str:
-        text = f"dropped={self.dropped} hot_path={self.hot_path}"
-        if self._fast is not None:
-            self._absorb()
-            text += f" handed_to_python={self._fast.stats()['handed_over']}"
-        return text
-
-    def _absorb(self) -> None:
-        assert self._fast is not None
-        self.dropped += self._fast.absorb()["dropped"]
 
     def _on_accept(self, mask: int) -> None:
         assert self.sock is not None and self._sel is not None and self._target is not None

@@ -16,8 +16,12 @@ import stat
 import struct
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netbootgen.aoe.target import Target
+
+if TYPE_CHECKING:
+    from netbootgen.aoe.fastpath import FastPath
 
 MAX_FRAME = 1 << 17  # larger than any legal AoE frame (36 + 255 * 512) and QEMU's NET_BUFSIZE
 SOCKET_BUFFER = 4 << 20
@@ -112,6 +116,7 @@ class Transport(ABC):
     def __init__(self) -> None:
         self.dropped = 0  # replies that could not be sent
         self.hot_path = "python"  # "c" once register() attached the C engine
+        self._fast: FastPath | None = None  # the C engine, attached by register() when hot_path is "c"
         # Set by ServeLoop when other transports share its loop: then never linger in recv() for the next frame
         # (one batch per wakeup), so that a busy path does not hold up the others.
         self.shared = False
@@ -143,4 +148,19 @@ class Transport(ABC):
         return None
 
     def stats(self) -> str:
-        return f"dropped={self.dropped}"
+        text = f"dropped={self.dropped} hot_path={self.hot_path}"
+        if self._fast is not None:
+            self._absorb()
+            text += f" handed_to_python={self._fast.stats()['handed_over']}"
+        return text
+
+    def _absorb(self) -> None:
+        """Take in the C engine's counters (into the target's exports, and its dropped replies into ours)."""
+        assert self._fast is not None
+        delta = self._fast.absorb()
+        self.dropped += delta["dropped"]
+        self._absorbed(delta)
+
+    def _absorbed(self, delta: dict[str, int]) -> None:
+        """What a transport learns from the engine's send statistics since the last `_absorb` (default: nothing)."""
+        return None

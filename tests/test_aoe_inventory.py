@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +14,7 @@ from click.testing import CliRunner
 
 from netbootgen.aoe import protocol as p
 from netbootgen.aoe.command import inventory_plan, serve_command
+from netbootgen.aoe.process import ServeProcess
 from netbootgen.errors import InputError
 from netbootgen.inventory import load_inventory
 from netbootgen.testing.client import AoeTimeout, DgramChannel, Initiator
@@ -171,18 +168,9 @@ def test_default_transport_is_the_server_interface(tmp_path: Path) -> None:
 
 def test_serve_inventory_over_unix_dgram(tmp_path: Path, sockdir: Path) -> None:
     inv = write_inventory(tmp_path)
-    tsock, qsock, ready = sockdir / "t.sock", sockdir / "q.sock", sockdir / "ready"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "netbootgen.aoe", os.fspath(inv), "--server", "store1",
-         "--transport", f"unix-dgram:{tsock}:{qsock}", "--ready-file", os.fspath(ready)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while not ready.exists():
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            assert time.monotonic() < deadline, "server not ready"
-            time.sleep(0.01)
+    tsock, qsock = sockdir / "t.sock", sockdir / "q.sock"
+    args = [os.fspath(inv), "--server", "store1", "--transport", f"unix-dgram:{tsock}:{qsock}"]
+    with ServeProcess(args, tmp_path / "serve.log") as served:
         image_a = (tmp_path / "a.img").read_bytes()
         with DgramChannel(qsock, tsock) as ch:
             # node1 sees e0.1 only; the server's mtu 9000 gives 17 sectors per frame.
@@ -206,14 +194,9 @@ def test_serve_inventory_over_unix_dgram(tmp_path: Path, sockdir: Path) -> None:
             for mac, slot in ((NODE2.replace("02", "99"), 1), ("02:00:00:00:00:99", 2), (NODE1, 3)):
                 with pytest.raises(AoeTimeout):
                     Initiator(ch, mac=p.parse_mac(mac), shelf=0, slot=slot, timeout=0.5).query()
-        proc.send_signal(signal.SIGTERM)
-        _, err_bytes = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    err = err_bytes.decode()
-    assert proc.returncode == 0, err
+        status = served.stop()
+    err = served.output()
+    assert status == 0, err
     assert f"e0.1 -> {tmp_path}/a.img (64 sectors, rw, allowed MACs {NODE1}) on unix-dgram:" in err
     assert f"e0.2 -> {tmp_path}/b.img (16 sectors, sectors 8-23, ro, allowed MACs {NODE2}, {NODE3})" in err
     assert "exports.spare: not served, no machine boots from it" in err

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import socket
-import sys
 import textwrap
 import time
 import uuid
@@ -30,7 +29,6 @@ from netbootgen.errors import InventoryError
 from netbootgen.export.vblade import render_units
 from netbootgen.inventory import load_inventory
 from netbootgen.run import run as run_cmd
-from netbootgen.run import spawn
 from netbootgen.testing.client import DgramChannel, Initiator
 from tests.conftest import BASE_INVENTORY, edit
 from tests.test_aoe_netns import in_netns
@@ -267,8 +265,8 @@ def test_inventory_server_on_two_interfaces_serves_both(write_inventory: Callabl
     inv = write_inventory(textwrap.dedent(text))
     ns = f"nbg-mp-{uuid.uuid4().hex[:8]}"
     run_cmd(["ip", "netns", "add", ns])
-    ready, log = tmp_path / "ready", tmp_path / "serve.log"
-    proc = None
+    log = tmp_path / "serve.log"
+    served, status = None, None
     socks: list[socket.socket] = []
     try:
         for i, mac in enumerate(clients):
@@ -276,13 +274,7 @@ def test_inventory_server_on_two_interfaces_serves_both(write_inventory: Callabl
             run_cmd(["ip", "-n", ns, "link", "set", f"aoe-c{i}", "address", p.format_mac(mac)])
             for dev in (f"aoe-t{i}", f"aoe-c{i}"):
                 run_cmd(["ip", "-n", ns, "link", "set", dev, "up"])
-        with log.open("wb") as out:
-            proc = spawn(["ip", "netns", "exec", ns, sys.executable, "-m", "netbootgen.aoe", os.fspath(inv),
-                          "--server", "store1", "--ready-file", os.fspath(ready)], output=out)
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.02)
+        served = ServeProcess([os.fspath(inv), "--server", "store1"], log, prefix=["ip", "netns", "exec", ns])
         for i in range(2):
             sock = in_netns(ns, lambda i=i: socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                                                           socket.htons(p.ETH_P_AOE)))
@@ -305,11 +297,10 @@ def test_inventory_server_on_two_interfaces_serves_both(write_inventory: Callabl
     finally:
         for sock in socks:
             sock.close()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(10)
+        if served is not None:
+            status = served.stop()
         run_cmd(["ip", "netns", "del", ns], check=False)
     text = log.read_text()
-    assert proc is not None and proc.returncode == 0, text
+    assert status == 0, text
     for i in range(2):
         assert re.search(rf"iface:aoe-t{i}: dropped=0 hot_path=\w+ .*requests=2 mac={ifmacs[i]}", text), text

@@ -26,12 +26,15 @@ class ServeProcess:
 
     Use as a context manager (stops on exit) or call `stop()`; `output()` is what the target printed."""
 
-    def __init__(self, args: Sequence[str], log: Path, *, ready_timeout: float = READY_TIMEOUT) -> None:
+    def __init__(self, args: Sequence[str], log: Path, *, ready_timeout: float = READY_TIMEOUT,
+                 prefix: Sequence[str] = ()) -> None:
+        """`prefix`: a command that execs the target in place of itself (e.g. `ip netns exec NS`), so that
+        the child's pid, signals and exit status stay the target's."""
         self.log = log
         self.ready = log.with_name(log.name + ".ready")
         self.ready.unlink(missing_ok=True)
         self._logfile = log.open("wb")
-        argv = [sys.executable, "-m", "netbootgen.aoe", *args, "--ready-file", os.fspath(self.ready)]
+        argv = [*prefix, sys.executable, "-m", "netbootgen.aoe", *args, "--ready-file", os.fspath(self.ready)]
         self.proc = spawn(argv, output=self._logfile)
         deadline = time.monotonic() + ready_timeout
         while not self.ready.exists():

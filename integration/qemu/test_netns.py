@@ -6,7 +6,8 @@ dnsmasq with the rendered dnsmasq/netbootgen.conf, the AoE target on the bridge,
   unit's command;
   proxy-DHCP: dnsmasq gives only the boot file, a second dnsmasq (another namespace) only the address;
   a MAC with no dhcp-host line: no boot file (unknown = "ignore"), or PXELINUX's `default`, which boots the local
-  disk (unknown = "local-boot").
+  disk (unknown = "local-boot");
+  a boot that fails: no process of the run left, both namespaces deleted.
 """
 
 from __future__ import annotations
@@ -149,3 +150,45 @@ def test_mac_without_dhcp_host(tmp_path: Path, unknown: str) -> None:
         assert f"file {work}/render/tftp/pxelinux.cfg/01-52-54-00-99-99-99 not found" in log
         assert f"sent {work}/render/tftp/pxelinux.cfg/default" in log
         print("unknown MAC, unknown = local-boot: pxelinux.cfg/default, LOCALBOOT")
+
+
+def processes_naming(text: str) -> list[str]:
+    """Command lines of the running processes that name `text` (the run's work folder: dnsmasq's configuration,
+    vblade's and the AoE target's image, QEMU's logs)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not a process
+            continue
+        if proc.name.isdigit() and int(proc.name) != os.getpid() and any(text.encode() in a for a in argv):
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
+
+
+def test_a_failed_boot_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A boot that fails (a stage timeout of 1 s: iPXE needs several seconds for DHCP) with everything the netns
+    network can start: the proxy dnsmasq, the addresses-only dnsmasq in the second namespace, the
+    router-advertisement dnsmasq, vblade and QEMU. boot-test reports the failure, and afterwards no process of
+    the run is left and both namespaces are gone."""
+    inv = tmp_path / "inv.toml"
+    inv.write_text(example_text() + DHCP)
+    report, work = tmp_path / "report.json", tmp_path / "work"
+    before = set(namespaces())
+    argv = [sys.executable, "-m", "netbootgen", "-v", "boot-test", str(inv), "--network", "netns", "--dhcp-mode",
+            "proxy", "--aoe-target", "vblade", "--accel", "tcg", "--stage-timeout", "1", "--json", str(report),
+            "--workdir", str(work)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    rep = json.loads(report.read_text())
+    assert rep["ok"] is False and rep["failed_stage"] in ("firmware", "pxelinux"), rep["stages"]
+    assert "not reached within 1 s" in rep["failure"]
+    # everything had started: all three dnsmasq were ready, vblade and QEMU ran
+    assert "proxy on subnet 10.213.0.0" in (work / "dnsmasq.log").read_text()
+    assert "DHCP, IP range" in (work / "dhcp-only.log").read_text()
+    assert "router advertisement on" in (work / "router.log").read_text()
+    assert (work / "vblade.log").exists() and (work / "console.log").exists()
+    assert any(c.startswith("qemu-system-x86_64 ") or "/qemu-system-x86_64 " in c for c in commands(proc)), out
+    assert processes_naming(str(work)) == []
+    assert set(namespaces()) == before  # the boot's namespace and its peer deleted (bridge, tap, veths with them)

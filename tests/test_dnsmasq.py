@@ -73,10 +73,18 @@ def test_proxy_mode(tmp_path: Path) -> None:
     assert not any(x.startswith("dhcp-boot=") for x in got)
 
 
-def test_unknown_local_boot_gives_every_client_the_boot_files(tmp_path: Path) -> None:
-    got = lines(load(tmp_path, SERVER, ("[dhcp]", '[dhcp]\nunknown = "local-boot"')))
-    assert "dhcp-boot=tag:!efi-x86_64,pxelinux.0" in got
-    assert "dhcp-boot=tag:efi-x86_64,grub/x86_64-efi/core.efi" in got
+@pytest.mark.parametrize("mode", [SERVER, PROXY], ids=["server", "proxy"])
+def test_unknown_local_boot_gives_bios_clients_pxelinux_and_uefi_clients_nothing(
+        tmp_path: Path, mode: tuple[str, str]) -> None:
+    """A UEFI client of no machine gets no boot file even with unknown = "local-boot": its PXE option fails and the
+    firmware goes on to its next boot option (GRUB 2.06's `exit` would end in the firmware's menu)."""
+    got = lines(load(tmp_path, mode, ("[dhcp]", '[dhcp]\nunknown = "local-boot"')))
+    if mode is SERVER:
+        assert "dhcp-boot=tag:!efi-x86_64,pxelinux.0" in got
+        assert "dhcp-boot=tag:netbootgen,tag:efi-x86_64,grub/x86_64-efi/core.efi" in got
+    else:
+        assert 'pxe-service=x86PC,"netbootgen: PXELINUX",pxelinux.0' in got
+        assert 'pxe-service=tag:netbootgen,x86-64_EFI,"netbootgen: GRUB",grub/x86_64-efi/core.efi' in got
 
 
 def test_several_macs_share_one_fixed_address(tmp_path: Path) -> None:

@@ -152,6 +152,38 @@ def test_mac_without_dhcp_host(tmp_path: Path, unknown: str) -> None:
         print("unknown MAC, unknown = local-boot: pxelinux.cfg/default, LOCALBOOT")
 
 
+def test_uefi_mac_without_dhcp_host_goes_on_to_the_next_boot_option(tmp_path: Path) -> None:
+    """unknown = "local-boot", OVMF's own UEFI PXE (no iPXE option ROM on the NIC, as on most hardware), a MAC in
+    no dhcp-host line: dnsmasq gives the UEFI client an address and no boot file, so its PXE boot option fails and
+    the firmware goes on to its next boot option (here PXE over IPv6), not into its setup menu. GRUB's core.efi with
+    grub/grub.cfg would not do: GRUB 2.06's `exit` returns EFI_SUCCESS, and EDK2's boot manager then shows its
+    menu (UiApp); iPXE's EFI driver, which QEMU's NIC carries by default, hides that (its LoadFile fails anyway)."""
+    from netbootgen.emulate.firmware import uefi_vars
+
+    inv = parse_inventory(tomllib.loads(example_text() + DHCP + 'unknown = "local-boot"\n'), "t")
+    work = tmp_path / "work"
+    work.mkdir()
+    built = build(inv, work / "render", cache_dir(), profiles=["virtio"])
+    stranger = "52:54:00:99:99:98"
+    stages = [Stage("pxe4", re.compile(r">>Start PXE over IPv4")),
+              Stage("pxe4-failed", re.compile(r'BdsDxe: failed to load Boot[0-9A-F]{4} "UEFI PXEv4')),
+              Stage("next-boot-option", re.compile(r'>>Start PXE over IPv6|BdsDxe: loading Boot[0-9A-F]{4} "'))]
+    with NetnsBoot(inv, inv.machines["node1"], make_rootfs(work / "root.img"), built.tftp, work) as net, \
+            net.inside():
+        spec = QemuSpec(Path(shutil.which(QEMU) or QEMU), netdev=net.netdev, mac=stranger, boot_nic=True,
+                        nic_rom=False, firmware="uefi", uefi_vars=uefi_vars(work), bios_log=work / "bios.log")
+        report = follow(qemu_argv(spec), stages, log_path=work / "console.log", bios_log=work / "bios.log",
+                        stage_timeout=120, exit_timeout=0.5)
+    assert all(s.ok for s in report.stages), report.last_lines()
+    assert "UiApp" not in report.console and "GRUB" not in report.console
+    log = (work / "dnsmasq.log").read_text()
+    # an offer with an address and no boot file, which UEFI PXE does not take ("No valid offer received")
+    assert re.search(rf"DHCPOFFER\(eth0\) 10\.213\.0\.\d+ {stranger}", log), log
+    assert "tags: efi-x86_64, eth0" in log  # a UEFI client, known to no dhcp-host
+    assert "option: 67 bootfile-name" not in log and "sent /" not in log  # no boot file, nothing over TFTP
+    assert "PXE-E16: No valid offer received." in report.console
+
+
 def processes_naming(text: str) -> list[str]:
     """Command lines of the running processes that name `text` (the run's work folder: dnsmasq's configuration,
     vblade's and the AoE target's image, QEMU's logs)."""

@@ -3,8 +3,10 @@
 One dhcp-host per machine lists its MACs (several NICs share the machine's fixed address, as dnsmasq allows)
 and sets the tag `netbootgen`; the boot file depends on the client's architecture (DHCP option 93): BIOS
 clients get pxelinux.0, x86-64 UEFI clients (7, and 9 as some firmware sends) GRUB's core.efi. MACs without a
-dhcp-host get no boot file ([dhcp] unknown = "ignore") or the same boot files, whose fallback configurations
-boot the local disk ("local-boot").
+dhcp-host get no boot file ([dhcp] unknown = "ignore"); with "local-boot" a BIOS client gets pxelinux.0, whose
+`default` file boots the local disk, and a UEFI client still no boot file: its PXE boot option fails and the
+firmware goes on to its next boot option. (GRUB's grub.cfg, whose entry runs `exit`, would not do: GRUB 2.06's
+`exit` returns EFI_SUCCESS, and EDK2-based firmware then shows its boot manager menu instead of the next option.)
 
 In mode "server" dnsmasq hands out the addresses ([dhcp] range, or only the machines' fixed addresses); in
 mode "proxy" another DHCP server does, and dnsmasq answers PXE clients with the boot file only (proxy-DHCP:
@@ -55,7 +57,8 @@ def dhcp_range(dhcp: Dhcp) -> str:
 def render_dnsmasq_conf(inv: Inventory, dhcp: Dhcp) -> str:
     """The configuration for `dhcp` (the inventory's [dhcp], or one with another interface and TFTP root, as
     boot-test runs it)."""
-    only_known = [f"tag:{TAG}"] if dhcp.unknown == "ignore" else []
+    only_known = [f"tag:{TAG}"] if dhcp.unknown == "ignore" else []  # BIOS: pxelinux.cfg/default boots locally
+    known = [f"tag:{TAG}"]  # UEFI: never GRUB for an unknown MAC (see above)
     return render_template("dnsmasq/netbootgen.conf.j2", {
         "header": inventory_header(inv),
         "dhcp": dhcp,
@@ -63,9 +66,11 @@ def render_dnsmasq_conf(inv: Inventory, dhcp: Dhcp) -> str:
         "hosts": dhcp_hosts(inv),
         "efi_tag": EFI_TAG,
         "efi_arches": EFI_ARCHES,
-        "proxy_tags": "".join(f"{t}," for t in only_known),  # pxe-service chooses by architecture itself
+        # pxe-service chooses by architecture itself
+        "bios_proxy_tags": "".join(f"{t}," for t in only_known),
+        "efi_proxy_tags": "".join(f"{t}," for t in known),
         "bios_tags": ",".join([*only_known, f"tag:!{EFI_TAG}"]),
-        "efi_tags": ",".join([*only_known, f"tag:{EFI_TAG}"]),
+        "efi_tags": ",".join([*known, f"tag:{EFI_TAG}"]),
         "bios_file": BIOS_BOOT_FILE,
         "efi_file": GRUB_EFI_IMAGE,
     })

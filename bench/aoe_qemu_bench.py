@@ -8,7 +8,9 @@ and `dd oflag=direct` writes of 1 MiB blocks with the guest's CLOCK_MONOTONIC in
     python bench/aoe_qemu_bench.py --kernel-dir ~/.cache/netbootgen/kernels/6.1.0-56-amd64 \\
         --setup netbootgen-tap --setup vblade-tap --mtu 1500 --mtu 9000 --runs 3
 
-Setups: netbootgen-dgram, netbootgen-stream, netbootgen-py-stream (unix sockets, no root); netbootgen-tap,
+Setups: netbootgen-dgram, netbootgen-stream, netbootgen-py-stream (unix sockets, no root); netbootgen-userns-tap
+(a tap in a user namespace of its own, with the target and QEMU inside: no root either, see
+netbootgen.testing.userns for why the unix sockets lose jumbo writes and the tap does not); netbootgen-tap,
 netbootgen-py-tap (the -py- setups: `--hot-path python`, no C engine) and vblade-tap (the same tap device
 path, needs root). Every setup serves the same image file; before each run the image is read once on the host
 so that every run finds it in the page cache. Rounds alternate the setups. Each tool runs with its own default
@@ -34,6 +36,7 @@ from netbootgen.aoe.process import ServeProcess
 from netbootgen.emulate.qemu import dgram_netdev, qemu_argv, stream_netdev, tap_netdev
 from netbootgen.run import need_binary, run, spawn
 from netbootgen.testing.guest import build_initramfs, guest_spec
+from netbootgen.testing.userns import UserNetns
 
 SCRIPT = r"""
 wait_dev /dev/etherd/e1.2 30 || { echo BENCH-FAIL no device; poweroff -f; }
@@ -58,8 +61,9 @@ echo BENCH-DONE
 poweroff -f
 """
 
-SETUPS = ["netbootgen-dgram", "netbootgen-stream", "netbootgen-py-stream", "netbootgen-tap", "netbootgen-py-tap",
-          "vblade-tap"]
+SETUPS = ["netbootgen-dgram", "netbootgen-stream", "netbootgen-py-stream", "netbootgen-userns-tap", "netbootgen-tap",
+          "netbootgen-py-tap", "vblade-tap"]
+USERNS_TAP = "tap0"  # inside the user namespace of the netbootgen-userns-tap setup
 
 
 def preread(path: Path) -> None:
@@ -75,7 +79,14 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
     target_log = ""
     text = ""
     bufcnt = ["--bufcnt", str(args.bufcnt)] if args.bufcnt else []
-    if setup.endswith("-tap"):
+    userns: UserNetns | None = None
+    inside: list[str] = []  # the command that runs the target and QEMU inside the user namespace
+    if setup == "netbootgen-userns-tap":
+        userns = UserNetns()
+        userns.add_tap(USERNS_TAP, mtu)
+        inside = userns.prefix
+        netdev = tap_netdev(USERNS_TAP)
+    elif setup.endswith("-tap"):
         run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
         run(["ip", "link", "set", tap, "mtu", str(mtu), "up"])
         netdev = tap_netdev(tap)
@@ -95,17 +106,18 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
                 "netbootgen-dgram": f"unix-dgram:{work}/t.sock:{work}/q.sock",
                 "netbootgen-stream": f"unix-stream:{work}/s.sock",
                 "netbootgen-py-stream": f"unix-stream:{work}/s.sock",
+                "netbootgen-userns-tap": f"iface:{USERNS_TAP}",
                 "netbootgen-tap": f"iface:{tap}",
                 "netbootgen-py-tap": f"iface:{tap}",
             }[setup]
             hot_path = ["--hot-path", "python"] if "-py-" in setup else []
             mtu_args = [] if setup.endswith("-tap") else ["--mtu", str(mtu)]
             served = ServeProcess(["--export", f"1.2={disk}", *bufcnt, "--transport", transport, *mtu_args,
-                                   *hot_path], work / "target.log")
+                                   *hot_path], work / "target.log", prefix=inside)
         spec = guest_spec(args.qemu, args.kernel, initrd, netdev, mtu=mtu, memory_mib=512,
                           append=f"rmb={args.read_mb} wmb={args.write_mb}")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        text = run(qemu_argv(spec), check=False, timeout=args.timeout).stdout
+        text = run([*inside, *qemu_argv(spec)], check=False, timeout=args.timeout).stdout
     finally:
         mid = resource.getrusage(resource.RUSAGE_CHILDREN)
         if served is not None:
@@ -120,7 +132,9 @@ def run_once(args: argparse.Namespace, setup: str, mtu: int, initrd: Path, work:
                 vblade.wait()
             target_log = (work / "vblade.log").read_text(errors="replace")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if setup.endswith("-tap"):
+        if userns is not None:
+            userns.close()
+        elif setup.endswith("-tap"):
             run(["ip", "link", "del", tap], check=False)
     if "BENCH-DONE" not in text or "BENCH-FAIL" in text:
         raise RuntimeError(f"{setup} mtu {mtu}: guest failed:\n{text[-2000:]}\n{target_log}")

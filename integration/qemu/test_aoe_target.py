@@ -25,6 +25,7 @@ from netbootgen.emulate.qemu import dgram_netdev, qemu_argv, stream_netdev, tap_
 from netbootgen.kernel.fetch import KernelTree
 from netbootgen.run import run
 from netbootgen.testing.guest import GUEST_MAC, build_initramfs, guest_spec
+from netbootgen.testing.userns import UserNetns
 
 DISK_BYTES = 8 << 20
 SEEK = 777  # 4 KiB blocks: the pattern starts at byte 3182592, sector 6216
@@ -68,6 +69,7 @@ class Setup:
     transport: str
     mtu: int
     tap: str | None = None
+    inside: tuple[str, ...] = ()  # the command that runs the target and QEMU inside a user namespace
 
 
 def make_setup(kind: str, mtu: int, work: Path) -> Iterator[Setup]:
@@ -75,6 +77,10 @@ def make_setup(kind: str, mtu: int, work: Path) -> Iterator[Setup]:
         yield Setup(stream_netdev(work / "s.sock"), f"unix-stream:{work}/s.sock", mtu)
     elif kind == "dgram":
         yield Setup(dgram_netdev(work / "q.sock", work / "t.sock"), f"unix-dgram:{work}/t.sock:{work}/q.sock", mtu)
+    elif kind == "userns-tap":  # the rootless tap: no root needed (tests/test_userns.py runs it as nobody)
+        with UserNetns() as ns:
+            ns.add_tap("tap0", mtu)
+            yield Setup(tap_netdev("tap0"), "iface:tap0", mtu, "tap0", tuple(ns.prefix))
     else:
         if os.geteuid() != 0:
             pytest.skip("a tap device needs root")
@@ -93,7 +99,8 @@ def boot(qemu: Path, kernel: KernelTree, work: Path, setup: Setup, script: str, 
          files: dict[str, bytes] | None = None) -> str:
     initrd = build_initramfs(kernel.moddir, script, work / "initrd.gz", files=files)
     spec = guest_spec(qemu, kernel.vmlinuz, initrd, setup.netdev, mac=mac, mtu=setup.mtu)
-    proc = run(qemu_argv(spec), check=False, timeout=QEMU_TIMEOUT)  # CommandFailed (with the output) on timeout
+    # CommandFailed (with the output) on timeout
+    proc = run([*setup.inside, *qemu_argv(spec)], check=False, timeout=QEMU_TIMEOUT)
     out = proc.stdout
     assert "GUEST-END" in out and "GUEST-FAIL" not in out, out[-3000:] + proc.stderr
     return out
@@ -128,8 +135,9 @@ def inventory_args(work: Path, disk: Path, machine_mac: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("kind", "mtu", "inventory"),
-    [("stream", 1500, False), ("dgram", 9000, False), ("tap", 9000, False), ("stream", 1500, True)],
-    ids=["unix-stream-1500", "unix-dgram-9000", "tap-9000", "inventory-unix-stream"],
+    [("stream", 1500, False), ("dgram", 9000, False), ("tap", 9000, False), ("userns-tap", 9000, False),
+     ("stream", 1500, True)],
+    ids=["unix-stream-1500", "unix-dgram-9000", "tap-9000", "userns-tap-9000", "inventory-unix-stream"],
 )
 def test_guest_reads_and_writes(
     qemu: Path, kernel: KernelTree, work: Path, disk: tuple[Path, bytes], kind: str, mtu: int, inventory: bool
@@ -143,9 +151,9 @@ def test_guest_reads_and_writes(
             args = [*inventory_args(work, path, GUEST_MAC), "--transport", setup.transport]
         else:
             args = ["--export", f"1.2={path}", "--transport", setup.transport, "--mac-allow", GUEST_MAC]
-            if kind != "tap":
+            if setup.tap is None:
                 args += ["--mtu", str(mtu)]
-        with ServeProcess(args, work / "target.log") as served:
+        with ServeProcess(args, work / "target.log", prefix=setup.inside) as served:
             out = boot(qemu, kernel, work, setup, script, files={"/pattern": pattern})
         log = served.output()
         context = f"\n--- console ---\n{out[-3000:]}\n--- target ---\n{log}"

@@ -47,6 +47,29 @@ def test_extension_is_built() -> None:
         engine.answer_frame(bytes(60))
 
 
+def test_engine_without_socket_has_no_receive_batch() -> None:
+    # A stream engine (fd -1) answers from Python's buffer: no 32 x 128 KiB receive batch, and run() refuses.
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stream_only = fastpath._fastpath.Engine(-1, TMAC, 17)
+        without = tracemalloc.get_traced_memory()[0] - before
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        before = tracemalloc.get_traced_memory()[0]
+        bound = fastpath._fastpath.Engine(a.fileno(), TMAC, 17)
+        with_socket = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert without < 1 << 20 <= 4 << 20 <= with_socket, (without, with_socket)
+    with pytest.raises(RuntimeError, match="no socket"):
+        stream_only.run(0.0)
+    del bound
+    a.close()
+    b.close()
+
+
 def _targets(tmp_path: Path, seed: int) -> tuple[Target, Target, list[Path]]:
     """Two targets over identical copies of the same files: e1.2 a window of a.img, e1.3 b.img read-only."""
     rng = random.Random(seed)

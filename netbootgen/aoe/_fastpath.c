@@ -153,15 +153,15 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwds)
         self->peerlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
         Py_DECREF(enc);
     }
-    if (self->rx == NULL)
+    if (self->rx == NULL && fd >= 0) /* no socket (stream() only): no receive batch */
         self->rx = PyMem_Malloc((size_t)BATCH * MAX_FRAME);
     if (self->tx == NULL)
         self->tx = PyMem_Malloc(MAX_REPLY);
-    if (self->rx == NULL || self->tx == NULL) {
+    if ((self->rx == NULL && fd >= 0) || self->tx == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    for (int i = 0; i < BATCH; i++) {
+    for (int i = 0; self->rx != NULL && i < BATCH; i++) {
         self->riov[i].iov_base = self->rx + (size_t)i * MAX_FRAME;
         self->riov[i].iov_len = MAX_FRAME;
         memset(&self->rmsg[i], 0, sizeof(self->rmsg[i]));
@@ -430,7 +430,7 @@ static PyObject *Engine_run(Engine *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "d", &slice))
         return NULL;
     if (self->rx == NULL || self->tx == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
+        PyErr_SetString(PyExc_RuntimeError, "Engine not initialised, or has no socket (fd -1: stream() only)");
         return NULL;
     }
     if (refuse_while_running(self) < 0)

@@ -65,6 +65,12 @@ def test_accel_jumbo_and_debugcon() -> None:
     assert "-nodefaults" in argv and "-no-reboot" in argv
 
 
+def test_cpu_is_the_hosts_under_kvm_and_the_baseline_under_tcg() -> None:
+    assert after(qemu_argv(spec(accel="kvm", kernel=Path("/k"))), "-cpu") == ["max"]
+    assert after(qemu_argv(spec(accel="tcg", kernel=Path("/k"))), "-cpu") == ["qemu64"]
+    assert after(qemu_argv(spec(accel="tcg", cpu="max", kernel=Path("/k"))), "-cpu") == ["max"]
+
+
 def test_guest_named_after_its_machine() -> None:
     assert after(qemu_argv(spec(name="node1", kernel=Path("/k"))), "-name") == ["guest=node1,process=node1"]
     assert after(qemu_argv(spec(name="a,b", kernel=Path("/k"))), "-name") == ["guest=a,,b,process=a,,b"]

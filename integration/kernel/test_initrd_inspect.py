@@ -111,3 +111,15 @@ def test_only_the_fleets_fsck_helpers_and_the_default_compressor(built: tuple[Pa
     assert not names & {"xfs_repair", "xfs_db", "fsck.xfs"}
     assert "--fscks 'e2fsck fsck.ext4'" in r.dracut_args
     assert r.archives[-1][1] == "zstd"
+
+
+def test_lean_shell_and_no_loginctl(built: tuple[Path, InitrdReport]) -> None:
+    """/bin/sh is dash (dracut's dash module), not bash; udev-rules' 71-seat.rules finds loginctl as a link to
+    true, so the shell-only initrd carries neither libsystemd-shared nor libgcrypt (5 MB unpacked)."""
+    image, r = built
+    files = r.files
+    assert files["usr/bin/sh"].target == "dash" and files["usr/bin/dash"].is_file
+    assert not any(n.rsplit("/", 1)[-1] == "bash" for n in files)
+    assert files["usr/bin/loginctl"].is_symlink and files["usr/bin/loginctl"].target.endswith("true")
+    heavy = {n for n in files if "libsystemd-shared" in n or "libgcrypt" in n}
+    assert bool(heavy) == ("systemd" in r.dracut_modules), heavy

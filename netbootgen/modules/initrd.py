@@ -81,7 +81,7 @@ def dracut_argv(spec: InitrdSpec, out: Path, binary: Path) -> list[str]:
         "--force", "--no-hostonly", "--no-hostonly-cmdline", "--no-early-microcode",
         "--kver", kver,
         "--kmoddir", os.fspath(spec.kernel.moddir),
-        "--modules", "dracut-systemd aoe" if spec.systemd else "aoe",
+        "--modules", "dracut-systemd aoe dash" if spec.systemd else "aoe dash",
         *(["--omit", "systemd"] if not spec.systemd else []),
         *(["--compress", spec.compress] if spec.compress else []),
         *(["--fscks", " ".join(fscks)] if (fscks := spec.fscks()) else []),

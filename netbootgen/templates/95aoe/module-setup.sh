@@ -65,6 +65,11 @@ install() {
     inst_hook shutdown 40 "$moddir/aoe-shutdown.sh"
     if dracut_module_included "systemd"; then
         inst_script "$moddir/aoe-generator.sh" "$systemdutildir/system-generators/dracut-aoe-generator"
+    else
+        # udev-rules installs 71-seat.rules, whose one RUN of loginctl (lock the sessions) would bring in
+        # libsystemd-shared and libgcrypt (5 MB); the systemd module puts true in its place, and so do we.
+        ln_r "$(find_binary true)" "/usr/bin/loginctl"
+        ln_r "$(find_binary true)" "/bin/loginctl"
     fi
     if [[ $hostonly_cmdline == "yes" ]]; then
         local _root

@@ -17,6 +17,7 @@ from netbootgen.cli import main
 from netbootgen.inventory import example_text
 from netbootgen.kernel.check import KernelFacts
 from netbootgen.kernel.fetch import KernelTree, fetch_kernel
+from netbootgen.kernel.pvh import bzimage_payload, pvh_kernel
 
 
 @pytest.fixture
@@ -111,3 +112,13 @@ def test_a_kernel_without_a_module_is_refused(tmp_path: Path, kernel: KernelTree
     assert symbol in res.output
     assert not out.exists()
     assert shutil.which("modinfo")  # the comparison test above ran with kmod's modinfo
+
+
+def test_debian_kernel_boots_through_pvh(kernel: KernelTree) -> None:
+    """Debian's bzImage (xz) holds an ELF kernel with the PVH entry note: what direct boots hand QEMU."""
+    assert bzimage_payload(kernel.vmlinuz.read_bytes())[0] == "xz"
+    elf = pvh_kernel(kernel.vmlinuz, cache_dir())
+    assert elf is not None
+    data = elf.read_bytes()
+    assert data.startswith(b"\x7fELF\x02") and len(data) > 4 * kernel.vmlinuz.stat().st_size
+    assert f"Linux version {kernel.version} ".encode() in data

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from netbootgen.aoe.process import ServeProcess
-from netbootgen.emulate.qemu import dgram_netdev, qemu_argv, stream_netdev, tap_netdev
+from netbootgen.cache import cache_dir
+from netbootgen.emulate.qemu import boot_kernel, dgram_netdev, qemu_argv, stream_netdev, tap_netdev
 from netbootgen.kernel.fetch import KernelTree
 from netbootgen.run import run
 from netbootgen.testing.guest import GUEST_MAC, build_initramfs, guest_spec
@@ -98,7 +99,7 @@ def make_setup(kind: str, mtu: int, work: Path) -> Iterator[Setup]:
 def boot(qemu: Path, kernel: KernelTree, work: Path, setup: Setup, script: str, *, mac: str = GUEST_MAC,
          files: dict[str, bytes] | None = None) -> str:
     initrd = build_initramfs(kernel.moddir, script, work / "initrd.gz", files=files)
-    spec = guest_spec(qemu, kernel.vmlinuz, initrd, setup.netdev, mac=mac, mtu=setup.mtu)
+    spec = guest_spec(qemu, boot_kernel(kernel.vmlinuz, cache_dir()), initrd, setup.netdev, mac=mac, mtu=setup.mtu)
     # CommandFailed (with the output) on timeout
     proc = run([*setup.inside, *qemu_argv(spec)], check=False, timeout=QEMU_TIMEOUT)
     out = proc.stdout

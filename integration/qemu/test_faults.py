@@ -38,7 +38,7 @@ import pytest
 
 from netbootgen.cache import cache_dir
 from netbootgen.emulate.boottest import BootTestOptions, BootTestResult, boot_test
-from netbootgen.emulate.qemu import dgram_netdev, qemu_argv
+from netbootgen.emulate.qemu import boot_kernel, dgram_netdev, qemu_argv
 from netbootgen.emulate.targetplan import TargetPlan, TargetRunner
 from netbootgen.emulate.timeline import timeline_svg
 from netbootgen.inventory import Inventory, example_text, load_inventory
@@ -241,7 +241,8 @@ def guest_writes(qemu: Path, kernel: KernelTree, work: Path, data: bytes, *, ser
     chunks = len(data) // CHUNK
     initrd = build_initramfs(kernel.moddir, WRITE_SCRIPT.replace("__CHUNKS__", str(chunks)), work / "initrd.gz",
                              files={"/data": data})
-    spec = guest_spec(qemu, kernel.vmlinuz, initrd, dgram_netdev(work / "q.sock", work / "t.sock"), memory_mib=384)
+    spec = guest_spec(qemu, boot_kernel(kernel.vmlinuz, cache_dir()), initrd,
+                      dgram_netdev(work / "q.sock", work / "t.sock"), memory_mib=384)
     args = ["--export", f"1.2={disk}", "--transport", f"unix-dgram:{work}/t.sock:{work}/q.sock",
             "--mac-allow", GUEST_MAC, *serve_extra]
     with TargetRunner(args, work / "target.log") as target, (work / "console.log").open("w") as log:

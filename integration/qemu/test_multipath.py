@@ -24,7 +24,8 @@ from pathlib import Path
 import pexpect
 
 from netbootgen.aoe.process import ServeProcess
-from netbootgen.emulate.qemu import dgram_netdev, qemu_argv, qmp_command
+from netbootgen.cache import cache_dir
+from netbootgen.emulate.qemu import boot_kernel, dgram_netdev, qemu_argv, qmp_command
 from netbootgen.kernel.fetch import KernelTree
 from netbootgen.run import spawn_console
 from netbootgen.testing.guest import GUEST_MAC, build_initramfs, guest_mac, guest_spec
@@ -133,7 +134,7 @@ def test_two_paths_one_cut_in_the_middle_of_a_dd(qemu: Path, kernel: KernelTree,
     for t, q in socks:
         args += ["--transport", f"unix-dgram:{t}:{q}"]
     qmp = work / "qmp.sock"
-    spec = guest_spec(qemu, kernel.vmlinuz, initrd, dgram_netdev(socks[0][1], socks[0][0]),
+    spec = guest_spec(qemu, boot_kernel(kernel.vmlinuz, cache_dir()), initrd, dgram_netdev(socks[0][1], socks[0][0]),
                       more_netdevs=[dgram_netdev(socks[1][1], socks[1][0])], qmp=qmp, memory_mib=384)
     b_off, b_size = REGIONS[1][1] * MIB, REGIONS[1][2] * MIB
     with ServeProcess(args, work / "target.log") as served, (work / "console.log").open("w") as console:

@@ -15,7 +15,16 @@ from netbootgen.build import build
 from netbootgen.emulate.console import ConsoleReport, Stage, StageResult, follow
 from netbootgen.emulate.firmware import firmware_stages, uefi_vars
 from netbootgen.emulate.netns import network_scope, open_network
-from netbootgen.emulate.qemu import QEMU, QemuSpec, check_accel, dgram_netdev, probe_kvm, qemu_argv, sercon_file
+from netbootgen.emulate.qemu import (
+    QEMU,
+    QemuSpec,
+    boot_kernel,
+    check_accel,
+    dgram_netdev,
+    probe_kvm,
+    qemu_argv,
+    sercon_file,
+)
 from netbootgen.emulate.realroot import DEFAULT_SIZE, REAL_ROOT_STAGES, RootCheck, check_root, prepare_root, with_check
 from netbootgen.emulate.rootfs import INIT_MARKER, make_rootfs, read_marker
 from netbootgen.emulate.targetplan import TargetPlan, TargetRunner
@@ -275,6 +284,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
         with network_scope(net), TargetRunner(args, work / "target.log", net.plan(opts.target_plan) if net
                                               else opts.target_plan) as target:
             accel = choose_accel(opts.accel, qemu, kernel, cache)
+            qkernel = boot_kernel(direct_kernel, cache, opts.firmware) if opts.via == "direct" else None
             qspec = QemuSpec(
                 qemu,
                 accel=accel,
@@ -289,11 +299,12 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 # the default file has no SERIAL: SeaBIOS shows PXELINUX's screen
                 bios_console=sercon_file(work) if localboot and opts.firmware == "bios" else None,
                 tftp_root=built.tftp if opts.via == "pxe" and not net else None,
-                kernel=direct_kernel if opts.via == "direct" else None,
+                kernel=qkernel,
                 initrd=(opts.initrd_path or direct_initrd) if opts.via == "direct" else None,
                 append=" ".join(kernel_args(inv, m) if opts.kernel_args is None else opts.kernel_args),
             )
-            say(f"booting QEMU ({accel}); console log {work / 'console.log'}")
+            pvh = f", kernel {qkernel} (the bzImage's ELF, PVH entry)" if qkernel and qkernel != direct_kernel else ""
+            say(f"booting QEMU ({accel}{pvh}); console log {work / 'console.log'}")
             stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))
             stages = localboot_stages(stages, opts.firmware) if localboot else \
                 entry_stages(stages, entries, opts.entry, opts.via, opts.firmware)

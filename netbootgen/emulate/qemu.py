@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from netbootgen.errors import CommandFailed, InputError
+from netbootgen.kernel.pvh import pvh_kernel
 from netbootgen.output import write_file
 from netbootgen.pxe.grub import GRUB_EFI_IMAGE
 from netbootgen.run import run
@@ -24,6 +25,15 @@ KVM_PROBE_MARK = "Kernel panic"
 # Debian's ovmf: UEFI firmware code (read-only) and the variable store each guest gets a copy of.
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+
+
+def boot_kernel(vmlinuz: Path, cache: Path, firmware: str = "bios") -> Path:
+    """The kernel file a direct boot hands QEMU: under SeaBIOS the bzImage's own ELF through its PVH entry
+    (kernel.pvh: no decompressor to run, 5-6 s less under TCG), else (OVMF boots the EFI stub, or a kernel
+    without CONFIG_PVH) the bzImage itself."""
+    if firmware != "bios":
+        return vmlinuz
+    return pvh_kernel(vmlinuz, cache) or vmlinuz
 
 
 def optarg(value: str | os.PathLike[str]) -> str:

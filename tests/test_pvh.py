@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import struct
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ import zstandard
 
 from netbootgen.emulate.qemu import QemuSpec, boot_kernel, qemu_argv
 from netbootgen.errors import NetbootgenError
-from netbootgen.kernel.pvh import bzimage_payload, has_pvh_entry, pvh_kernel, vmlinux_of
+from netbootgen.kernel.pvh import KEEP, bzimage_payload, has_pvh_entry, pvh_kernel, vmlinux_of
 
 # What the kernel's arch/x86/platform/pvh/head.S puts in its notes: name "Xen", type 18, the 32-bit entry.
 PVH_NOTE = """
@@ -84,6 +85,27 @@ def test_pvh_kernel_is_extracted_once(tmp_path: Path, elves: dict[str, bytes]) -
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left
     out.write_bytes(b"kept")  # the second call reads the cache, it does not extract again
     assert pvh_kernel(vmlinuz, cache) == out and out.read_bytes() == b"kept"
+
+
+def test_cache_keeps_the_last_used_kernels(tmp_path: Path, elves: dict[str, bytes]) -> None:
+    cache = tmp_path / "cache"
+    made = []
+    for i in range(KEEP + 1):  # KEEP + 1 kernels, each a different bzImage (the digest is the key)
+        vmlinuz = tmp_path / f"vmlinuz-{i}"
+        vmlinuz.write_bytes(bzimage(lzma.compress(elves["pvh"]), offset=0x1000 + 16 * i))
+        made.append(pvh_kernel(vmlinuz, cache))
+        if i == 0:
+            first = vmlinuz
+        else:
+            os.utime(made[i], (1000 + i, 1000 + i))
+    os.utime(made[0], (0, 0))
+    assert pvh_kernel(first, cache) == made[0]  # used again: it is the newest now
+    vmlinuz = tmp_path / "vmlinuz-new"
+    vmlinuz.write_bytes(bzimage(lzma.compress(elves["pvh"]), offset=0x2000))
+    newest = pvh_kernel(vmlinuz, cache)
+    left = sorted(p.name for p in (cache / "kernels" / "pvh").iterdir())
+    assert len(left) == KEEP and newest is not None and newest.name in left and made[0].name in left
+    assert made[1].name not in left  # the least recently used went
 
 
 def test_kernel_without_pvh_entry_boots_as_bzimage(tmp_path: Path, elves: dict[str, bytes]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from netbootgen.cache import KEY, prune
 from netbootgen.errors import NetbootgenError
 from netbootgen.modules.cpio import compression_of, decompress
 from netbootgen.output import write_file
@@ -26,6 +27,7 @@ SETUP_SECTS_OFFSET = 0x1F1
 PAYLOAD_OFFSET = 0x248  # u32 payload_offset, u32 payload_length (boot protocol 2.08+)
 XEN_NOTE_NAME = "Xen"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
+KEEP = 3  # extracted kernels kept in the cache (66 MB each for Debian's 6.1), the most recently used
 
 
 def bzimage_payload(data: bytes) -> tuple[str, bytes]:
@@ -76,12 +78,14 @@ def vmlinux_of(bzimage: bytes) -> bytes:
 
 def pvh_kernel(vmlinuz: Path, cache: Path) -> Path | None:
     """The PVH-bootable ELF of `vmlinuz`, extracted once into `cache`/kernels/pvh (keyed by the bzImage's
-    digest); None when the kernel has no PVH entry (built without CONFIG_PVH) or is not a bzImage."""
+    digest; the KEEP most recently used are kept); None when the kernel has no PVH entry (built without
+    CONFIG_PVH) or is not a bzImage."""
     data = vmlinuz.read_bytes()
     digest = hashlib.sha256(data).hexdigest()[:16]
     out = cache / "kernels" / "pvh" / f"vmlinux-{digest}"
     none = out.with_name(out.name + ".none")  # remembered: this kernel cannot be booted through PVH
     if out.exists():
+        out.touch()  # used: pruning keeps it
         return out
     if none.exists():
         return None
@@ -91,6 +95,7 @@ def pvh_kernel(vmlinuz: Path, cache: Path) -> Path | None:
         elf = b""
     if elf and has_pvh_entry(elf):
         write_file(out, elf, 0o644)
+        prune(out.parent, f"vmlinux-{KEY}", KEEP)
         return out
     write_file(none, b"", 0o644)
     return None

@@ -167,6 +167,9 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str, compress
 @compress_option
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto", show_default=True,
               help="auto: KVM only if a probe boot works here (cached), else TCG.")
+@click.option("--cpus", type=click.IntRange(min=1, max=64),
+              help="vCPUs of the guest. Default: 2 where the host has 2 cores or more (TCG runs each in its own "
+                   "thread); with several machines, 1 per guest.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report as JSON to this file.")
 @click.option("--stage-timeout", type=click.FloatRange(min=1), default=180, show_default=True,
@@ -204,7 +207,7 @@ def build(inventory: Path | None, out: Path, flavour: str, dracut: str, compress
                             "(exit status 0 when it is seen), not a timeout.")
 def boot_test(inventory: Path | None, machine: tuple[str, ...], all_machines: bool, jobs: int, via: str,
               flavour: str, dracut: str,
-              compress: str | None, accel: str,
+              compress: str | None, accel: str, cpus: int | None,
               json_path: Path | None, stage_timeout: float, workdir: Path | None,
               timeline_path: Path | None, root: str, root_image: Path | None, persist: bool,
               image_size: str, network: str, firmware: str, aoe_target: str, dhcp_mode: str | None,
@@ -224,7 +227,8 @@ def boot_test(inventory: Path | None, machine: tuple[str, ...], all_machines: bo
                            compress=compress,
                            stage_timeout=stage_timeout, workdir=workdir, root=root, root_image=root_image,
                            persist=persist, image_size=parse_size(image_size), network=network,
-                           firmware=firmware, aoe_target=aoe_target, dhcp_mode=dhcp_mode, entry=entry, mac=mac)
+                           firmware=firmware, aoe_target=aoe_target, dhcp_mode=dhcp_mode, entry=entry, mac=mac,
+                           cpus=cpus)
     if all_machines or len(machine) > 1:
         if all_machines and machine:
             raise InputError("--all boots every machine: leave out --machine (or name each machine to boot)")

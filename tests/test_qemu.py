@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from netbootgen.emulate import qemu as q
-from netbootgen.emulate.qemu import QemuSpec, dgram_netdev, optarg, qemu_argv, stream_netdev, tap_netdev
+from netbootgen.emulate.qemu import QemuSpec, dgram_netdev, guest_cpus, optarg, qemu_argv, stream_netdev, tap_netdev
 from netbootgen.errors import InputError
 from netbootgen.testing.guest import guest_spec
 
@@ -128,3 +128,11 @@ def test_kvm_is_refused_where_dev_kvm_is_unusable(monkeypatch: pytest.MonkeyPatc
     q.check_accel("tcg")  # no /dev/kvm needed
     assert q.probe_kvm(BIN, Path("/k"), tmp_path) is False  # no probe boot without /dev/kvm
     assert not (tmp_path / "kvm-probe.json").exists()
+
+
+def test_guest_cpus() -> None:
+    """One guest alone gets 2 vCPUs where the host has 2 cores (TCG runs each in a thread); asked for, as asked."""
+    assert guest_cpus() == min(2, os.cpu_count() or 1)
+    assert guest_cpus(1) == 1 and guest_cpus(4) == 4
+    argv = qemu_argv(QemuSpec(BIN, cpus=guest_cpus(3)))
+    assert argv[argv.index("-smp") + 1] == "3"

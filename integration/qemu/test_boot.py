@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def test_boot_reaches_every_stage(tmp_path: Path, via: str, flavour: str, dracut
     assert "all stages reached" in proc.stdout
     if via == "direct":  # QEMU boots the bzImage's ELF through its PVH entry: no decompressor under TCG
         assert "(the bzImage's ELF, PVH entry)" in out
+    cpus = min(2, os.cpu_count() or 1)  # a guest booted alone gets 2 vCPUs on a host with 2 cores
+    assert f"smp: Brought up 1 node, {cpus} CPU" in rep["console_log"]
     if via == "pxe":
         assert "PXELINUX" in rep["console_log"]
         # the per-MAC file's arguments, not a default, reached the kernel

@@ -21,6 +21,7 @@ from netbootgen.emulate.qemu import (
     boot_kernel,
     check_accel,
     dgram_netdev,
+    guest_cpus,
     probe_kvm,
     qemu_argv,
     sercon_file,
@@ -78,6 +79,7 @@ class BootTestOptions:
     target_plan: TargetPlan | None = None  # start the target late, restart it at a stage, or leave it out
     entry: str = "current"  # the per-MAC menu's entry to boot: "previous" is typed at PXELINUX's boot: prompt
     mac: str | None = None  # the guest's MAC instead of the machine's first; one no machine has: local boot
+    cpus: int | None = None  # the guest's vCPUs; None: emulate.qemu.guest_cpus() (a fleet: 1 per guest)
 
 
 @dataclass
@@ -288,6 +290,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
             qspec = QemuSpec(
                 qemu,
                 accel=accel,
+                cpus=guest_cpus(opts.cpus),
                 netdev=net.netdev if net else dgram_netdev(work / QEMU_SOCK, work / TARGET_SOCK),
                 boot_nic=net is not None and opts.via == "pxe",
                 firmware=opts.firmware,
@@ -304,7 +307,8 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 append=" ".join(kernel_args(inv, m) if opts.kernel_args is None else opts.kernel_args),
             )
             pvh = f", kernel {qkernel} (the bzImage's ELF, PVH entry)" if qkernel and qkernel != direct_kernel else ""
-            say(f"booting QEMU ({accel}{pvh}); console log {work / 'console.log'}")
+            say(f"booting QEMU ({accel}, {qspec.cpus} vCPU{'s' if qspec.cpus > 1 else ''}{pvh}); console log "
+                f"{work / 'console.log'}")
             stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))
             stages = localboot_stages(stages, opts.firmware) if localboot else \
                 entry_stages(stages, entries, opts.entry, opts.via, opts.firmware)

@@ -326,6 +326,7 @@ def _boot_one(inv: Inventory, m: Machine, b: BootTestOptions, built: BuildResult
     spec = QemuSpec(
         qemu,
         accel=accel,
+        cpus=b.cpus or 1,  # guests side by side: one vCPU each
         netdev=stream_netdev(sock),
         mac=m.macs[0],
         name=m.name,

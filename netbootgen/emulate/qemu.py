@@ -71,6 +71,14 @@ def sercon_file(work: Path) -> Path:
     return path
 
 
+def guest_cpus(cpus: int | None = None) -> int:
+    """vCPUs for one guest booted alone: `cpus`, else 2 where the host has 2 cores or more. TCG runs each vCPU
+    in its own thread, so systemd's parallel units (journald, dracut-cmdline, udev) use the second core: direct
+    boots of the example to init, paired on a 2-core host, 16.1 s with 2 against 19.8 s with 1 (3 of 3 pairs;
+    docs/benchmarks.md, 2026-12-03 15:40). Guests booted side by side (a fleet) keep one each."""
+    return cpus if cpus is not None else min(2, os.cpu_count() or 1)
+
+
 # The guest CPU under TCG: the x86-64 baseline, no AVX, MPX or PKU for TCG to emulate. Direct boots of the
 # example to init, paired with "max" on one host: 11 of 14 pairs faster, median 2.6 s (29.2 against 32.0 s;
 # docs/benchmarks.md, 2026-12-03).

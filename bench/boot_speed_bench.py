@@ -30,6 +30,7 @@ from pathlib import Path
 from netbootgen.build import build
 from netbootgen.cache import cache_dir
 from netbootgen.emulate.boottest import BootTestOptions, boot_test
+from netbootgen.emulate.qemu import guest_cpus
 from netbootgen.inventory import load_inventory
 from netbootgen.modules.cpio import read_initramfs
 from netbootgen.modules.inspect import inspect_initrd
@@ -163,7 +164,7 @@ def main() -> int:
         data = json.loads(args.from_json.read_text())
         initrds = [Initrd(**{**i, "largest": [tuple(x) for x in i["largest"]]}) for i in data["initrds"]]
         boots = [Boots(**b) for b in data["boots"]]
-        report(initrds, boots, args.accel, f"read from {args.from_json}")
+        report(initrds, boots, args.accel, f"read from {args.from_json}", None)
         return 0
     flavours = args.flavour or ["systemd", "shell"]
     compressors = args.compress or ["gzip", "zstd"]
@@ -193,13 +194,14 @@ def main() -> int:
             if args.json:  # after every boot, so that an interrupted run keeps its figures
                 write_json(args.json, initrds, boots)
 
-    report(initrds, boots, args.accel, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    report(initrds, boots, args.accel, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), guest_cpus())
     if args.json:
         write_json(args.json, initrds, boots)
     return 1 if any(b.failures for b in boots) else 0
 
 
-def report(initrds: list[Initrd], boots: list[Boots], accel: str, when: str) -> None:
+def report(initrds: list[Initrd], boots: list[Boots], accel: str, when: str, cpus: int | None) -> None:
+    """The tables; `cpus`: the guests' vCPUs (boot-test's default), None when not known (read from JSON)."""
     print(f"\ninitrds (example inventory, kernel from the cache; {when})")
     print(f"{'flavour':<8} {'compress':<8} {'size MB':>8} {'unpacked MB':>11} {'cold s':>7} {'cached s':>8} "
           f"{'host unpack s':>13}  goal")
@@ -211,7 +213,8 @@ def report(initrds: list[Initrd], boots: list[Boots], accel: str, when: str) -> 
         if i.compress == initrds[0].compress:
             print(f"largest files, {i.flavour}: " + ", ".join(f"{n.rsplit('/', 1)[-1]} {s / 1e6:.1f}"
                                                               for s, n in i.largest))
-    print(f"\nboots: QEMU start -> stage, seconds, median (min-max) of the runs (n), accel {accel}")
+    print(f"\nboots: QEMU start -> stage, seconds, median (min-max) of the runs (n), accel {accel}"
+          + (f", {cpus} vCPUs" if cpus else ""))
     print(f"{'flavour':<8} {'compress':<8} {'via':<7} {'init':>18} " + " ".join(f"{s:>14}" for s in STAGES[:-1]))
     for b in boots:
         cols = [f"{statistics.median([r[s] for r in b.runs if s in r]):14.2f}"

@@ -29,7 +29,7 @@ RANKS: list[tuple[str, int]] = [
     ("netbootgen.image", 60),  # root images: mmdebstrap recipe, file-system images, reading them back
     ("netbootgen.build", 65), ("netbootgen.modules.inspect", 63), ("netbootgen.modules.initrd", 62),
     ("netbootgen.modules.dracut_ng", 61),
-    ("netbootgen.kernel.check", 61), ("netbootgen.kernel.fetch", 60), ("netbootgen.kernel.pvh", 60),
+    ("netbootgen.kernel.check", 61), ("netbootgen.kernel.fetch", 60),
     ("netbootgen.pxe.tftp", 60), ("netbootgen.aoe", 60),
     # generators: generate.py calls each of them
     ("netbootgen.generate", 55), ("netbootgen.modules.dracut_module", 50), ("netbootgen.pxe", 50),

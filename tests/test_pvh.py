@@ -1,4 +1,4 @@
-"""netbootgen.kernel.pvh on bzImages made here: a small x86-64 executable linked with gcc, with and without the
+"""netbootgen.emulate.pvh on bzImages made here: a small x86-64 executable linked with gcc, with and without the
 Xen PVH entry note, compressed as the kernel's build does, behind a boot-protocol setup header."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from netbootgen.emulate.pvh import KEEP, bzimage_payload, has_pvh_entry, pvh_kernel, vmlinux_of
 from netbootgen.emulate.qemu import QemuSpec, boot_kernel, qemu_argv
 from netbootgen.errors import NetbootgenError
-from netbootgen.kernel.pvh import KEEP, bzimage_payload, has_pvh_entry, pvh_kernel, vmlinux_of
 
 # What the kernel's arch/x86/platform/pvh/head.S puts in its notes: name "Xen", type 18, the 32-bit entry.
 PVH_NOTE = """

@@ -14,10 +14,10 @@ from click.testing import CliRunner, Result
 
 from netbootgen.cache import cache_dir
 from netbootgen.cli import main
+from netbootgen.emulate.pvh import bzimage_payload, pvh_kernel
 from netbootgen.inventory import example_text
 from netbootgen.kernel.check import KernelFacts
 from netbootgen.kernel.fetch import KernelTree, fetch_kernel
-from netbootgen.kernel.pvh import bzimage_payload, pvh_kernel
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netbootgen.emulate.pvh import pvh_kernel
 from netbootgen.errors import CommandFailed, InputError
-from netbootgen.kernel.pvh import pvh_kernel
 from netbootgen.output import write_file
 from netbootgen.pxe.grub import GRUB_EFI_IMAGE
 from netbootgen.run import run
@@ -29,7 +29,7 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 
 def boot_kernel(vmlinuz: Path, cache: Path, firmware: str = "bios") -> Path:
     """The kernel file a direct boot hands QEMU: under SeaBIOS the bzImage's own ELF through its PVH entry
-    (kernel.pvh: no decompressor to run, 5-6 s less under TCG), else (OVMF boots the EFI stub, or a kernel
+    (emulate.pvh: no decompressor to run, 5-6 s less under TCG), else (OVMF boots the EFI stub, or a kernel
     without CONFIG_PVH) the bzImage itself."""
     if firmware != "bios":
         return vmlinuz

@@ -59,8 +59,8 @@ def has_pvh_entry(elf: bytes) -> bool:
             if seg["p_type"] != "PT_NOTE":
                 continue
             for note in seg.iter_notes():
-                if note["n_name"] == XEN_NOTE_NAME and note["n_type"] in (XEN_ELFNOTE_PHYS32_ENTRY,
-                                                                          "XEN_ELFNOTE_PHYS32_ENTRY"):
+                # pyelftools names no Xen note types: 18 stays a number
+                if note["n_name"] == XEN_NOTE_NAME and note["n_type"] == XEN_ELFNOTE_PHYS32_ENTRY:
                     return True
     except (ELFError, struct.error, ValueError):
         return False

@@ -75,7 +75,7 @@ def guest_cpus(cpus: int | None = None) -> int:
     """vCPUs for one guest booted alone: `cpus`, else 2 where the host has 2 cores or more. TCG runs each vCPU
     in its own thread, so systemd's parallel units (journald, dracut-cmdline, udev) use the second core: direct
     boots of the example to init, paired on a 2-core host, 16.1 s with 2 against 19.8 s with 1 (3 of 3 pairs;
-    docs/benchmarks.md, 2026-12-03 15:40). Guests booted side by side (a fleet) keep one each."""
+    docs/benchmarks.md, section 2026-12-03 15:20 UTC). Guests booted side by side (a fleet) keep one each."""
     return cpus if cpus is not None else min(2, os.cpu_count() or 1)
 
 

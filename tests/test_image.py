@@ -22,6 +22,7 @@ from netbootgen.image.recipe import (
     CHECK_DATA_SIZE,
     CHECK_SCRIPT,
     CHECK_UNIT,
+    SERIAL_GETTY_DROPIN,
     debian_recipe,
     packages,
     render_fstab,
@@ -59,6 +60,9 @@ def test_recipe_ext4(tmp_path: Path) -> None:
     links = dict(r.symlinks)
     assert links["etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"] == \
         "/lib/systemd/system/serial-getty@.service"
+    # no agetty on the serial console in a check boot (its hangup discarded the check unit's queued lines)
+    dropin = r.files["etc/systemd/system/serial-getty@.service.d/netbootgen-check.conf"]
+    assert dropin.text == SERIAL_GETTY_DROPIN and f"ConditionKernelCommandLine=!{CHECK_ARG}" in dropin.text
     assert links["etc/systemd/system/multi-user.target.wants/netbootgen-check.service"] == \
         "/etc/systemd/system/netbootgen-check.service"
     assert links["etc/systemd/system/systemd-firstboot.service"] == "/dev/null"
@@ -74,6 +78,7 @@ def test_recipe_follows_the_machine(tmp_path: Path) -> None:
     assert "xfsprogs" in r.packages and "e2fsprogs" not in r.packages
     assert "\txfs\tdefaults,_netdev\t" in render_fstab(inv, m)
     assert not any("serial-getty" in name for name, _ in r.symlinks)  # no serial console, no serial getty
+    assert not any("serial-getty" in name for name in r.files)
     other = debian_recipe(inv, replace(m, name="node9"), render_module(inv))
     assert other.describe() != r.describe()  # the cache key follows the recipe
 
@@ -92,6 +97,17 @@ def test_check_unit_and_script_lint(tmp_path: Path) -> None:
     assert "ExecStartPost=systemctl --no-block poweroff" in CHECK_UNIT  # through systemd, never -f
     subprocess.run(["systemd-analyze", "verify", os.fspath(unit)], check=True, capture_output=True)
     subprocess.run(["shellcheck", "-s", "sh", os.fspath(tmp_path / "check")], check=True)
+
+
+def test_serial_getty_dropin_verifies(tmp_path: Path) -> None:
+    """The drop-in on Debian's own serial-getty@.service: systemd-analyze reads it without a word (an unknown key
+    or section would be reported on stderr)."""
+    (tmp_path / "serial-getty@.service.d").mkdir()
+    (tmp_path / "serial-getty@.service.d/netbootgen-check.conf").write_text(SERIAL_GETTY_DROPIN)
+    shutil.copy("/lib/systemd/system/serial-getty@.service", tmp_path)
+    proc = subprocess.run(["systemd-analyze", "verify", os.fspath(tmp_path / "serial-getty@ttyS0.service")],
+                          capture_output=True, text=True, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def test_check_data_is_what_the_guest_writes() -> None:

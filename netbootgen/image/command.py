@@ -27,9 +27,10 @@ def image_group() -> None:
 def image_build(inventory: Path | None, machine: str | None, out: Path | None, size: str) -> None:
     """Make a machine's Debian 12 root image with mmdebstrap, in the machine's fstype (ext4 or xfs).
 
-    The root has systemd, udev, a serial getty on the machine's serial console, dracut-core with the
-    rendered 95aoe in /usr/lib/dracut/modules.d, the AoE root in /etc/fstab with _netdev, and a check unit
-    (run only with netbootgen.check on the kernel command line: it writes known files and powers off).
+    The root has systemd, udev, a serial getty on the machine's serial console (not in a check boot),
+    dracut-core with the rendered 95aoe in /usr/lib/dracut/modules.d, the AoE root in /etc/fstab with _netdev,
+    and a check unit (run only with netbootgen.check on the kernel command line: it writes known files and
+    powers off).
     Nothing configures the network: the NIC stays as the initrd left it. Runs as root. The image is cached by
     everything it depends on; the downloaded packages are kept in the cache too."""
     inv = load_inventory(inventory)

@@ -65,6 +65,14 @@ StandardOutput=journal+console
 WantedBy=multi-user.target
 """
 
+# A check boot powers off as soon as the check unit is done: no login prompt on the serial console then. agetty
+# starts late (Type=idle waits up to 5 s for the boot's jobs) and hangs up the line it takes over, which discards
+# console output still queued: the check unit's lines were lost that way on a slow host.
+SERIAL_GETTY_DROPIN = f"""[Unit]
+ConditionKernelCommandLine=!{CHECK_ARG}
+"""
+SERIAL_GETTY_DROPIN_PATH = "etc/systemd/system/serial-getty@.service.d/netbootgen-check.conf"
+
 UNUSED_GENERATORS = ("cryptsetup", "gpt-auto", "hibernate-resume", "integritysetup", "veritysetup")
 
 FSTAB_HEADER = "# netbootgen: the root is on AoE; _netdev keeps the network up until it is unmounted\n"
@@ -144,6 +152,7 @@ def debian_recipe(inv: Inventory, m: Machine, module: FileTree) -> Recipe:
     links += [(f"etc/systemd/system-generators/systemd-{name}-generator", "/dev/null") for name in UNUSED_GENERATORS]
     tty = serial_tty(m)
     if tty:
+        files[SERIAL_GETTY_DROPIN_PATH] = RenderedFile(SERIAL_GETTY_DROPIN, 0o644)
         links.append((f"etc/systemd/system/getty.target.wants/serial-getty@{tty}.service",
                       "/lib/systemd/system/serial-getty@.service"))
     return Recipe(m.name, m.fstype, SUITE, VARIANT, tuple(packages(m)), DPKG_OPTIONS, files, tuple(sorted(links)))

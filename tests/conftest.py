@@ -1,4 +1,5 @@
-"""Shared fixtures: inline inventories written to tmp_path, and the real CLI run through click's CliRunner."""
+"""Shared fixtures: inline inventories written to tmp_path, the real CLI run through click's CliRunner, and the
+95aoe script tests' sandbox (tests/dracut_sandbox.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from netbootgen.cli import main
+from tests.dracut_sandbox import dracut_host_untouched, module_dir, sandbox  # noqa: F401 (the 95aoe tests' fixtures)
 
 # A small valid inventory: two machines, each with its own writable export, one profile, one server.
 # Tests derive broken variants from it with edit() so that each keeps exactly one mistake.

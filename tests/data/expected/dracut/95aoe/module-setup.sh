@@ -64,6 +64,8 @@ install() {
     if dracut_module_included "systemd"; then
         inst_script "$moddir/aoe-generator.sh" "$systemdutildir/system-generators/dracut-aoe-generator"
     else
+        # before rootfs-block's mount-root.sh (mount 99): one fsck, then one mount
+        inst_hook mount 90 "$moddir/aoe-mount-root.sh"
         # udev-rules installs 71-seat.rules, whose one RUN of loginctl (lock the sessions) would bring in
         # libsystemd-shared and libgcrypt (5 MB); the systemd module puts true in its place, and so do we.
         ln_r "$(find_binary true)" "/usr/bin/loginctl"

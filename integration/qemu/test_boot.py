@@ -55,6 +55,10 @@ def test_boot_reaches_every_stage(tmp_path: Path, via: str, flavour: str, dracut
     assert "all stages reached" in proc.stdout
     if via == "direct":  # QEMU boots the bzImage's ELF through its PVH entry: no decompressor under TCG
         assert "(the bzImage's ELF, PVH entry)" in out
+        # and the initrd with its archives uncompressed: the kernel frees more than the built (zstd) file's size
+        assert "(its archives uncompressed)" in out
+    freed = int(re.search(r"Freeing initrd memory: (\d+)K", rep["console_log"]).group(1)) * 1024
+    assert (freed > 2 * rep["initrd"]["size"]) is (via == "direct"), (freed, rep["initrd"]["size"])
     cpus = min(2, os.cpu_count() or 1)  # a guest booted alone gets 2 vCPUs on a host with 2 cores
     assert f"smp: Brought up 1 node, {cpus} CPU" in rep["console_log"]
     if via == "pxe":

@@ -13,6 +13,7 @@ from typing import Any
 
 from netbootgen.build import build
 from netbootgen.emulate.console import ConsoleReport, Stage, StageResult, follow
+from netbootgen.emulate.derived import raw_initrd
 from netbootgen.emulate.firmware import firmware_stages, uefi_vars
 from netbootgen.emulate.netns import network_scope, open_network
 from netbootgen.emulate.qemu import (
@@ -287,6 +288,7 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                                               else opts.target_plan) as target:
             accel = choose_accel(opts.accel, qemu, kernel, cache)
             qkernel = boot_kernel(direct_kernel, cache, opts.firmware) if opts.via == "direct" else None
+            qinitrd = raw_initrd(opts.initrd_path or direct_initrd, cache) if opts.via == "direct" else None
             qspec = QemuSpec(
                 qemu,
                 accel=accel,
@@ -303,10 +305,12 @@ def boot_test(inv: Inventory, opts: BootTestOptions, cache: Path, progress: Prog
                 bios_console=sercon_file(work) if localboot and opts.firmware == "bios" else None,
                 tftp_root=built.tftp if opts.via == "pxe" and not net else None,
                 kernel=qkernel,
-                initrd=(opts.initrd_path or direct_initrd) if opts.via == "direct" else None,
+                initrd=qinitrd,
                 append=" ".join(kernel_args(inv, m) if opts.kernel_args is None else opts.kernel_args),
             )
             pvh = f", kernel {qkernel} (the bzImage's ELF, PVH entry)" if qkernel and qkernel != direct_kernel else ""
+            if qinitrd and qinitrd != (opts.initrd_path or direct_initrd):
+                pvh += f", initrd {qinitrd} (its archives uncompressed)"
             say(f"booting QEMU ({accel}, {qspec.cpus} vCPU{'s' if qspec.cpus > 1 else ''}{pvh}); console log "
                 f"{work / 'console.log'}")
             stages = firmware_stages(opts.firmware, stages_for(opts.via, ex, real))

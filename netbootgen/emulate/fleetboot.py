@@ -32,6 +32,7 @@ from netbootgen.aoe.process import ServeProcess
 from netbootgen.build import BuildResult, build
 from netbootgen.emulate.boottest import TARGET_MAC, BootTestOptions, BootTestResult, Progress, choose_accel, stages_for
 from netbootgen.emulate.console import StageResult, follow
+from netbootgen.emulate.derived import raw_initrd
 from netbootgen.emulate.qemu import QEMU, QemuSpec, boot_kernel, check_accel, qemu_argv, stream_netdev
 from netbootgen.emulate.rootfs import CMDLINE_BEGIN, CMDLINE_END, IDENTITY_MARKER, make_rootfs, read_marker
 from netbootgen.errors import InputError
@@ -288,13 +289,13 @@ def boot_fleet(inv: Inventory, opts: FleetOptions, cache: Path, progress: Progre
         args += ["--transport", f"unix-stream:{sock}", "--mac", TARGET_MAC, "--mtu", str(mtu)]
         say(f"one AoE target for {len(exports)} exports ({', '.join(exports)}) on {sock}")
         accel = choose_accel(b.accel, qemu, built.profiles[profiles[0]].kernel, cache)
-        # direct boots: each profile's kernel file for QEMU, made once before the guests start
-        kernels = {p: boot_kernel(built.profiles[p].kernel.vmlinuz, cache) for p in profiles} if b.via == "direct" \
-            else {}
+        # direct boots: each profile's kernel and initrd files for QEMU, made once before the guests start
+        direct = {p: (boot_kernel(built.profiles[p].kernel.vmlinuz, cache),
+                      raw_initrd(built.profiles[p].initrd.path, cache)) for p in profiles} if b.via == "direct" else {}
         with ServeProcess(args, work / "target.log"):
             start = time.monotonic()
             with ThreadPoolExecutor(max_workers=opts.jobs, thread_name_prefix="guest") as pool:
-                futures = [pool.submit(_boot_one, inv, m, b, built, kernels, qemu, accel, sock, work, start, say)
+                futures = [pool.submit(_boot_one, inv, m, b, built, direct, qemu, accel, sock, work, start, say)
                            for m in machines]
                 booted = [f.result() for f in futures]
             seconds = time.monotonic() - start
@@ -315,7 +316,7 @@ def boot_fleet(inv: Inventory, opts: FleetOptions, cache: Path, progress: Progre
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _boot_one(inv: Inventory, m: Machine, b: BootTestOptions, built: BuildResult, kernels: dict[str, Path],
+def _boot_one(inv: Inventory, m: Machine, b: BootTestOptions, built: BuildResult, direct: dict[str, tuple[Path, Path]],
               qemu: Path, accel: str, sock: Path, work: Path, start: float, say: Progress) -> MachineRun:
     """Boot one machine of the fleet (in a worker thread) and collect its console."""
     ex = inv.exports[m.export]
@@ -334,8 +335,8 @@ def _boot_one(inv: Inventory, m: Machine, b: BootTestOptions, built: BuildResult
         host_mtu=mtu if mtu != 1500 else None,
         bios_log=mwork / "bios.log",
         tftp_root=built.tftp if b.via == "pxe" else None,
-        kernel=kernels.get(m.profile),
-        initrd=prof.initrd.path if b.via == "direct" else None,
+        kernel=direct[m.profile][0] if m.profile in direct else None,
+        initrd=direct[m.profile][1] if m.profile in direct else None,
         append=" ".join(kernel_args(inv, m)),
     )
     started = time.monotonic() - start

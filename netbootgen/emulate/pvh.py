@@ -9,7 +9,6 @@ with pyelftools, and kept in the cache under the bzImage's digest."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 from pathlib import Path
@@ -17,10 +16,10 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from netbootgen.cache import KEY, prune
+from netbootgen.cache import KEY
+from netbootgen.emulate.derived import derived
 from netbootgen.errors import NetbootgenError
 from netbootgen.modules.cpio import compression_of, decompress
-from netbootgen.output import write_file
 
 HDRS_OFFSET = 0x202  # "HdrS": the boot protocol's setup header
 SETUP_SECTS_OFFSET = 0x1F1
@@ -76,26 +75,16 @@ def vmlinux_of(bzimage: bytes) -> bytes:
     return elf
 
 
+def _pvh_elf(data: bytes) -> bytes | None:
+    try:
+        elf = vmlinux_of(data)
+    except NetbootgenError:
+        return None
+    return elf if has_pvh_entry(elf) else None
+
+
 def pvh_kernel(vmlinuz: Path, cache: Path) -> Path | None:
     """The PVH-bootable ELF of `vmlinuz`, extracted once into `cache`/kernels/pvh (keyed by the bzImage's
     digest; the KEEP most recently used are kept); None when the kernel has no PVH entry (built without
     CONFIG_PVH) or is not a bzImage."""
-    data = vmlinuz.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    out = cache / "kernels" / "pvh" / f"vmlinux-{digest}"
-    none = out.with_name(out.name + ".none")  # remembered: this kernel cannot be booted through PVH
-    if out.exists():
-        out.touch()  # used: pruning keeps it
-        return out
-    if none.exists():
-        return None
-    try:
-        elf = vmlinux_of(data)
-    except NetbootgenError:
-        elf = b""
-    if elf and has_pvh_entry(elf):
-        write_file(out, elf, 0o644)
-        prune(out.parent, f"vmlinux-{KEY}", KEEP)
-        return out
-    write_file(none, b"", 0o644)
-    return None
+    return derived(vmlinuz, cache / "kernels" / "pvh", f"vmlinux-{KEY}", _pvh_elf, KEEP)

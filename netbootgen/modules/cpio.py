@@ -198,6 +198,23 @@ def read_initramfs(data: bytes) -> list[Archive]:
     return archives
 
 
+def uncompressed_initramfs(data: bytes) -> bytes:
+    """The image with each compressed archive replaced by its contents: the same cpio archives in the same order,
+    which the kernel unpacks without decompressing (each starts 4-byte aligned, as the kernel requires); `data`
+    itself when nothing in it is compressed."""
+    archives = read_initramfs(data)
+    if all(a.compression == "none" for a in archives):
+        return data
+    out = bytearray()
+    for a in archives:
+        raw = data[a.offset:a.offset + a.compressed_size]
+        if a.compression != "none":
+            raw, _ = decompress(raw, a.compression)
+        out += raw
+        out += bytes(-len(out) % 4)
+    return bytes(out)
+
+
 def iter_entries(archives: list[Archive]) -> Iterator[Entry]:
     for a in archives:
         yield from a.entries
